@@ -1,0 +1,26 @@
+# make demo: set up, then the main job on the embedded defaults.  make test: set up, then the suite.
+PY := .venv/bin/python
+STAMP := .venv/.xcompress-setup
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: setup
+	.venv/bin/xcompress demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
+
+bench: setup
+	$(PY) benchmarks/decompose.py
+
+clean:
+	rm -rf runs benchmarks/results .pytest_cache

@@ -1,0 +1,44 @@
+"""TuckerBertConfig: a BERT geometry plus the shared-core Tucker ranks."""
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import BertConfig
+
+from .stacking import OPS
+
+
+@strict
+class TuckerBertConfig(BertConfig):
+    r"""BERT configuration whose encoder matrices share one Tucker decomposition.
+
+    rank_layer (`int`): l, the number of small cores G[k] shared by all stacked blocks.
+    rank_dim (`int`): d, the size of each core and the width of the shared factors U (h, d) and V (d, h).
+    ops (`str`): which sublayers are factorized: `san_ffn`, `san` (attention only) or `ffn` (FFN only).
+    """
+
+    model_type = "tucker_bert"
+
+    rank_layer: int = 72
+    rank_dim: int = 384
+    ops: str = "san_ffn"
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        h = self.hidden_size
+        if self.ops not in OPS:
+            raise ValueError(f"ops must be one of {sorted(OPS)}, got {self.ops!r}")
+        if self.intermediate_size != 4 * h:
+            raise ValueError(f"the Tucker model needs intermediate_size = 4 * hidden_size, got {self.intermediate_size} for {h}")
+        if not 1 <= self.rank_dim <= h:
+            raise ValueError(f"rank_dim must be in [1, hidden_size={h}], got {self.rank_dim}")
+        n_blocks = self.num_hidden_layers * len(OPS[self.ops])
+        if not 1 <= self.rank_layer <= n_blocks:
+            raise ValueError(f"rank_layer must be in [1, {n_blocks}] (stacked blocks), got {self.rank_layer}")
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of stacked h x h blocks (rows of P)."""
+        return self.num_hidden_layers * len(OPS[self.ops])
+
+
+__all__ = ["TuckerBertConfig"]

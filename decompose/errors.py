@@ -1,0 +1,8 @@
+"""The one exception type for bad user input: the CLI turns it into one stderr line and exit status 2."""
+
+
+class InputError(Exception):
+    """Raised for anything the user handed in that cannot work (a file, a flag, a shape).
+
+    The message names the file or flag and what is wrong, in one line.
+    """

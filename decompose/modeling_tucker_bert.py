@@ -1,0 +1,389 @@
+"""TD-BERT: a BERT encoder whose weight matrices are blocks of one shared-core Tucker decomposition.
+
+Block i (nn.Linear layout) is W[i] = U · C[i] · V with C = Σ_k P[i, k] G[k]. The (n, h, h) tensor is never
+rebuilt. Per forward the mixed cores C are formed once and folded into one side of each block:
+
+- fan-out groups read one input and write several blocks (Q|K|V, the attention output, the 4 FFN input
+  blocks): y = (x Vᵀ) · [U C_i]ᵀ, so the input is projected onto V once for the whole group;
+- the fan-in group reads 4 input blocks and sums into one output (the FFN output matrix):
+  y = (Σ_j x_j [Vᵀ C_jᵀ]) · Uᵀ, so the sum is projected back through U once.
+
+With gradients enabled the folded weights are recomputed each forward (they are part of the graph); under
+`torch.no_grad()` / inference mode they are computed once and cached until a factor changes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertOnlyMLMHead, BertPooler
+
+from .configuration_tucker_bert import TuckerBertConfig
+from .stacking import OPS, block_layout
+
+FAN_IN_KINDS = tuple(f"ffn_out_{j}" for j in range(4))
+
+
+@dataclass
+class FoldedWeights:
+    """Per-forward weights derived from the shared factors (see module docstring)."""
+
+    U: torch.Tensor  # (h, d)
+    V: torch.Tensor  # (d, h)
+    fan_out: torch.Tensor  # (n_fan_out * h, d): rows of block i are U @ C[i]
+    fan_in: torch.Tensor  # (n_fan_in * h, d): rows of block j are Vᵀ @ C[j]ᵀ
+
+
+class TuckerFactors(nn.Module):
+    """The shared U, V, core bank G and mixing matrix P of the whole encoder."""
+
+    def __init__(self, config: TuckerBertConfig):
+        super().__init__()
+        h, d, l = config.hidden_size, config.rank_dim, config.rank_layer
+        self.U = nn.Parameter(torch.empty(h, d))
+        self.V = nn.Parameter(torch.empty(d, h))
+        self.G = nn.Parameter(torch.empty(l, d, d))
+        self.P = nn.Parameter(torch.empty(config.num_blocks, l))
+        layout = block_layout(config.num_hidden_layers, config.ops)
+        fan_out = [i for i, (_, kind) in enumerate(layout) if kind not in FAN_IN_KINDS]
+        fan_in = [i for i, (_, kind) in enumerate(layout) if kind in FAN_IN_KINDS]
+        self.register_buffer("fan_out_ids", torch.tensor(fan_out, dtype=torch.long), persistent=False)
+        self.register_buffer("fan_in_ids", torch.tensor(fan_in, dtype=torch.long), persistent=False)
+        self._cache: FoldedWeights | None = None
+        self._cache_key: tuple | None = None
+
+    def mixed_cores(self) -> torch.Tensor:
+        """C = P · G, shape (n, d, d)."""
+        return torch.einsum("nk,kab->nab", self.P, self.G)
+
+    def _fold(self) -> FoldedWeights:
+        cores = self.mixed_cores()
+        d = cores.shape[-1]
+        fan_out = torch.matmul(self.U, cores[self.fan_out_ids]).reshape(-1, d)
+        fan_in = torch.matmul(self.V.T, cores[self.fan_in_ids].transpose(1, 2)).reshape(-1, d)
+        return FoldedWeights(U=self.U, V=self.V, fan_out=fan_out, fan_in=fan_in)
+
+    def folded(self) -> FoldedWeights:
+        """Folded weights; cached when no gradient is being recorded."""
+        if torch.is_grad_enabled():
+            self._cache = self._cache_key = None
+            return self._fold()
+        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in (self.U, self.V, self.G, self.P))
+        if self._cache is None or self._cache_key != key:
+            self._cache, self._cache_key = self._fold(), key
+        return self._cache
+
+
+class FanOutProjection(nn.Module):
+    """`n_blocks` blocks reading the same input: y = (x Vᵀ) [U C_i]ᵀ + b, outputs concatenated."""
+
+    def __init__(self, hidden_size: int, n_blocks: int, first_row_block: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(n_blocks * hidden_size))
+        self.rows = slice(first_row_block * hidden_size, (first_row_block + n_blocks) * hidden_size)
+
+    def forward(self, x: torch.Tensor, w: FoldedWeights) -> torch.Tensor:
+        return F.linear(F.linear(x, w.V), w.fan_out[self.rows], self.bias)
+
+
+class FanInProjection(nn.Module):
+    """`n_blocks` input blocks summed into one output: y = (Σ_j x_j Vᵀ C_jᵀ) Uᵀ + b."""
+
+    def __init__(self, hidden_size: int, n_blocks: int, first_row_block: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.rows = slice(first_row_block * hidden_size, (first_row_block + n_blocks) * hidden_size)
+
+    def forward(self, x: torch.Tensor, w: FoldedWeights) -> torch.Tensor:
+        return F.linear(torch.matmul(x, w.fan_in[self.rows]), w.U, self.bias)
+
+
+class DenseProjection(nn.Linear):
+    """A sublayer that `ops` leaves dense; same call signature as the factorized projections."""
+
+    def forward(self, x: torch.Tensor, w: FoldedWeights | None = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+class TuckerBertAttention(nn.Module):
+    def __init__(self, config: TuckerBertConfig, fan_out_offset: int | None):
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = h // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        if fan_out_offset is None:
+            self.qkv = DenseProjection(h, 3 * h)
+            self.output = DenseProjection(h, h)
+        else:
+            self.qkv = FanOutProjection(h, 3, fan_out_offset)
+            self.output = FanOutProjection(h, 1, fan_out_offset + 3)
+        self.attn_dropout = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+
+    def forward(self, x, mask, w, want_scores: bool):
+        b, t, h = x.shape
+        q, k, v = self.qkv(x, w).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scores = probs = None
+        p_drop = self.attn_dropout if self.training else 0.0
+        if want_scores:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
+            if mask is not None:
+                scores = scores + mask
+            probs = scores.softmax(dim=-1)
+            ctx = torch.matmul(F.dropout(probs, p_drop, self.training), v)
+        else:
+            # The fused kernel is what BertModel uses by default; keep latency comparisons fair.
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=self.scaling)
+        ctx = ctx.transpose(1, 2).reshape(b, t, h)
+        out = self.LayerNorm(self.dropout(self.output(ctx, w)) + x)
+        return out, scores, probs
+
+
+class TuckerBertFeedForward(nn.Module):
+    def __init__(self, config: TuckerBertConfig, fan_out_offset: int | None, fan_in_offset: int | None):
+        super().__init__()
+        h = config.hidden_size
+        if fan_out_offset is None:
+            self.intermediate = DenseProjection(h, 4 * h)
+            self.output = DenseProjection(4 * h, h)
+        else:
+            self.intermediate = FanOutProjection(h, 4, fan_out_offset)
+            self.output = FanInProjection(h, 4, fan_in_offset)
+        self.act = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+
+    def forward(self, x, w):
+        return self.LayerNorm(self.dropout(self.output(self.act(self.intermediate(x, w)), w)) + x)
+
+
+class TuckerBertLayer(nn.Module):
+    def __init__(self, config: TuckerBertConfig, layer_idx: int):
+        super().__init__()
+        san, ffn = "query" in OPS[config.ops], "ffn_in_0" in OPS[config.ops]
+        # Fan-out rows per layer: Q, K, V, O when attention is factorized, then the 4 FFN input blocks.
+        per_layer_fan_out = 4 * san + 4 * ffn
+        base = layer_idx * per_layer_fan_out
+        self.attention = TuckerBertAttention(config, base if san else None)
+        self.ffn = TuckerBertFeedForward(
+            config, base + 4 * san if ffn else None, layer_idx * 4 if ffn else None
+        )
+
+    def forward(self, x, mask, w, want_scores: bool):
+        x, scores, probs = self.attention(x, mask, w, want_scores)
+        return self.ffn(x, w), scores, probs
+
+
+@dataclass
+class TuckerBertModelOutput(BaseModelOutputWithPooling):
+    """BertModel's outputs plus the pre-softmax attention scores (QKᵀ/√d_head + mask) of every layer."""
+
+    attention_scores: tuple[torch.Tensor, ...] | None = None
+
+
+class TuckerBertPreTrainedModel(PreTrainedModel):
+    config_class = TuckerBertConfig
+    config: TuckerBertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, TuckerFactors):
+            h, d = module.U.shape
+            # Orthonormal U, V keep ‖W_i‖ = ‖C_i‖; scale the cores so that entries of W_i have BERT's std.
+            init.orthogonal_(module.U)
+            init.orthogonal_(module.V)
+            init.normal_(module.G, std=std * h / d)
+            init.normal_(module.P, std=1.0 / math.sqrt(module.P.shape[1]))
+        elif isinstance(module, (FanOutProjection, FanInProjection)):
+            init.zeros_(module.bias)
+        elif isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+        elif isinstance(module, BertOnlyMLMHead):
+            init.zeros_(module.predictions.bias)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load strictly: the directory must hold a TD model whose encoder weights all match.
+
+        transformers only warns about missing or unexpected weights and re-initialises them; for a
+        factorized model that silently yields a different network, so here it is an error. Only a task head
+        that the checkpoint does not have (e.g. a new classifier) may be newly initialised.
+        """
+        config_file = Path(pretrained_model_name_or_path) / "config.json"
+        if config_file.is_file():
+            model_type = TuckerBertConfig.get_config_dict(str(pretrained_model_name_or_path))[0].get("model_type")
+            if model_type != TuckerBertConfig.model_type:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: model_type is {model_type!r}, not a TD model "
+                    f"({TuckerBertConfig.model_type!r}); factorize it first with `xcompress decompose`"
+                )
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        head_prefix = "" if isinstance(model, TuckerBertModel) else f"{cls.base_model_prefix}."
+        body = [k for k in info["missing_keys"] if k.startswith(head_prefix)]
+        problems = {
+            "missing": body,
+            "unexpected": list(info["unexpected_keys"]),
+            "mismatched": [k for k, *_ in info["mismatched_keys"]],
+        }
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            detail = "; ".join(f"{k}: {', '.join(sorted(v)[:4])}{' ...' if len(v) > 4 else ''}" for k, v in problems.items())
+            raise ValueError(f"{pretrained_model_name_or_path}: weights do not match {cls.__name__} ({detail})")
+        return (model, info) if want_info else model
+
+
+class TuckerBertModel(TuckerBertPreTrainedModel):
+    """The TD encoder. Outputs match `BertModel`'s, plus `attention_scores` on request."""
+
+    def __init__(self, config: TuckerBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = nn.Module()
+        self.encoder.factors = TuckerFactors(config)
+        self.encoder.layer = nn.ModuleList([TuckerBertLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attention_scores: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TuckerBertModelOutput | tuple:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        x = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
+                            position_ids=position_ids, inputs_embeds=inputs_embeds)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            # Additive mask, broadcast over heads and query positions, as BertModel's eager path builds it.
+            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        want_scores = output_attentions or output_attention_scores
+        w = self.encoder.factors.folded()
+        hidden, scores_all, probs_all = [x], [], []
+        for layer in self.encoder.layer:
+            x, scores, probs = layer(x, mask, w, want_scores)
+            hidden.append(x)
+            scores_all.append(scores)
+            probs_all.append(probs)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        out = TuckerBertModelOutput(
+            last_hidden_state=x,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(probs_all) if output_attentions else None,
+            attention_scores=tuple(scores_all) if output_attention_scores else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class TuckerBertForSequenceClassification(TuckerBertPreTrainedModel):
+    """TD encoder + BERT's classification head (pooler, dropout, linear); regression when num_labels == 1."""
+
+    def __init__(self, config: TuckerBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = TuckerBertModel(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                output_attention_scores: bool = False, return_dict=None, **kwargs):
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states, output_attention_scores, return_dict=True)
+        logits = self.classifier(self.dropout(out.pooler_output))
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return TuckerSequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions,
+            attention_scores=out.attention_scores,
+        )
+
+
+@dataclass
+class TuckerSequenceClassifierOutput(SequenceClassifierOutput):
+    attention_scores: tuple[torch.Tensor, ...] | None = None
+
+
+class TuckerBertForMaskedLM(TuckerBertPreTrainedModel):
+    """TD encoder + BERT's masked-LM head, decoder tied to the word embeddings."""
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: TuckerBertConfig):
+        super().__init__(config)
+        self.bert = TuckerBertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, **kwargs):
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states, return_dict=True)
+        logits = self.cls(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+__all__ = [
+    "TuckerBertModel",
+    "TuckerBertForSequenceClassification",
+    "TuckerBertForMaskedLM",
+    "TuckerBertPreTrainedModel",
+    "TuckerBertModelOutput",
+]

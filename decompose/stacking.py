@@ -1,0 +1,54 @@
+"""Cut a BERT encoder's weight matrices into h x h blocks and stack them into one (n, h, h) tensor.
+
+Per layer, in this order (DESIGN.md): Q, K, V, O, the FFN input matrix cut into 4 row blocks
+(`ffn_in_0..3`), the FFN output matrix cut into 4 column blocks (`ffn_out_0..3`). `ops` chooses which of
+them are factorized: `san_ffn` (all 12), `san` (Q, K, V, O), `ffn` (the 8 FFN blocks). Every block is in
+nn.Linear layout (out, in), so block i acts as y = x @ W[i].T.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SAN_KINDS = ("query", "key", "value", "attn_out")
+FFN_KINDS = tuple(f"ffn_in_{j}" for j in range(4)) + tuple(f"ffn_out_{j}" for j in range(4))
+OPS = {"san_ffn": SAN_KINDS + FFN_KINDS, "san": SAN_KINDS, "ffn": FFN_KINDS}
+# Block types for per-type reconstruction error.
+BLOCK_TYPE = {"query": "Q", "key": "K", "value": "V", "attn_out": "O"}
+BLOCK_TYPE.update({k: "FFN_in" for k in FFN_KINDS[:4]})
+BLOCK_TYPE.update({k: "FFN_out" for k in FFN_KINDS[4:]})
+
+
+def block_kinds(ops: str) -> tuple[str, ...]:
+    """The block kinds of one layer for `ops`, in stacking order."""
+    return OPS[ops]
+
+
+def block_layout(num_layers: int, ops: str) -> list[tuple[int, str]]:
+    """(layer, kind) of every stacked block; the list index is the block's row in the stack and in P."""
+    return [(layer, kind) for layer in range(num_layers) for kind in OPS[ops]]
+
+
+def _layer_block(layer: nn.Module, kind: str, h: int) -> torch.Tensor:
+    att = layer.attention
+    if kind == "query":
+        return att.self.query.weight
+    if kind == "key":
+        return att.self.key.weight
+    if kind == "value":
+        return att.self.value.weight
+    if kind == "attn_out":
+        return att.output.dense.weight
+    j = int(kind[-1])
+    if kind.startswith("ffn_in"):
+        return layer.intermediate.dense.weight[j * h : (j + 1) * h, :]
+    return layer.output.dense.weight[:, j * h : (j + 1) * h]
+
+
+@torch.no_grad()
+def stack_encoder_blocks(bert: nn.Module, ops: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Stack the blocks of a transformers `BertModel` into W of shape (n, h, h)."""
+    h = bert.config.hidden_size
+    layers = bert.encoder.layer
+    blocks = [_layer_block(layers[i], kind, h) for i, kind in block_layout(len(layers), ops)]
+    return torch.stack([b.detach().to(dtype) for b in blocks])

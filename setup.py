@@ -1,0 +1,22 @@
+"""xcompress: extreme parameter compression of BERT-family encoders (shared-core Tucker + distillation)."""
+from setuptools import setup
+
+setup(
+    name="xcompress",
+    version="0.1.0",
+    description="Shared-core Tucker compression, distillation, pruning and quantization of BERT encoders",
+    python_requires=">=3.10",
+    packages=["pregenerate", "decompose", "distill", "compress"],
+    install_requires=[
+        "torch==2.13.0",
+        "transformers>=5.0,<6",
+        "tensorly>=0.9",
+        "safetensors",
+        "tqdm",
+        "numpy",
+        "nltk",
+        "pyyaml",
+        "psutil",
+    ],
+    entry_points={"console_scripts": ["xcompress=compress.cli:main"]},
+)
