@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOu
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertOnlyMLMHead, BertPooler
 
 from .configuration_tucker_bert import TuckerBertConfig
-from .stacking import OPS, block_layout
+from .stacking import OPS
 
 FAN_IN_KINDS = tuple(f"ffn_out_{j}" for j in range(4))
 
@@ -52,11 +52,10 @@ class TuckerFactors(nn.Module):
         self.V = nn.Parameter(torch.empty(d, h))
         self.G = nn.Parameter(torch.empty(l, d, d))
         self.P = nn.Parameter(torch.empty(config.num_blocks, l))
-        layout = block_layout(config.num_hidden_layers, config.ops)
-        fan_out = [i for i, (_, kind) in enumerate(layout) if kind not in FAN_IN_KINDS]
-        fan_in = [i for i, (_, kind) in enumerate(layout) if kind in FAN_IN_KINDS]
-        self.register_buffer("fan_out_ids", torch.tensor(fan_out, dtype=torch.long), persistent=False)
-        self.register_buffer("fan_in_ids", torch.tensor(fan_in, dtype=torch.long), persistent=False)
+        # Per layer the stacking order puts every fan-out block before the fan-in blocks (stacking.OPS).
+        kinds = OPS[config.ops]
+        self.num_layers = config.num_hidden_layers
+        self.fan_out_per_layer = sum(kind not in FAN_IN_KINDS for kind in kinds)
         self._cache: FoldedWeights | None = None
         self._cache_key: tuple | None = None
 
@@ -67,8 +66,10 @@ class TuckerFactors(nn.Module):
     def _fold(self) -> FoldedWeights:
         cores = self.mixed_cores()
         d = cores.shape[-1]
-        fan_out = torch.matmul(self.U, cores[self.fan_out_ids]).reshape(-1, d)
-        fan_in = torch.matmul(self.V.T, cores[self.fan_in_ids].transpose(1, 2)).reshape(-1, d)
+        cores = cores.view(self.num_layers, -1, d, d)
+        k = self.fan_out_per_layer
+        fan_out = torch.matmul(self.U, cores[:, :k]).reshape(-1, d)
+        fan_in = torch.matmul(self.V.T, cores[:, k:].transpose(-1, -2)).reshape(-1, d)
         return FoldedWeights(U=self.U, V=self.V, fan_out=fan_out, fan_in=fan_in)
 
     def folded(self) -> FoldedWeights:

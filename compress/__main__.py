@@ -1,0 +1,6 @@
+"""python -m compress <stage> ... == xcompress <stage> ..."""
+import sys
+
+from compress.cli import main
+
+sys.exit(main())
