@@ -219,11 +219,11 @@ class TuckerBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load strictly: the directory must hold a TD model whose encoder weights all match.
+        """Load strictly: the directory must hold a TD model whose embeddings and encoder all match.
 
         transformers only warns about missing or unexpected weights and re-initialises them; for a
-        factorized model that silently yields a different network, so here it is an error. Only a task head
-        that the checkpoint does not have (e.g. a new classifier) may be newly initialised.
+        factorized model that silently yields a different network, so here it is an error. The pooler and
+        task heads may be absent or newly initialised, as with any BERT checkpoint.
         """
         config_file = Path(pretrained_model_name_or_path) / "config.json"
         if config_file.is_file():
@@ -234,12 +234,18 @@ class TuckerBertPreTrainedModel(PreTrainedModel):
                     f"({TuckerBertConfig.model_type!r}); factorize it first with `xcompress decompose`"
                 )
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        head_prefix = "" if isinstance(model, TuckerBertModel) else f"{cls.base_model_prefix}."
-        body = [k for k in info["missing_keys"] if k.startswith(head_prefix)]
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        except RuntimeError as e:
+            if "ignore_mismatched_sizes" not in str(e):
+                raise
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: weights do not match {cls.__name__} "
+                "(mismatched shapes: the config's ranks differ from the saved factors)"
+            ) from e
         problems = {
-            "missing": body,
-            "unexpected": list(info["unexpected_keys"]),
+            "missing": [k for k in info["missing_keys"] if _is_body_key(k)],
+            "unexpected": [k for k in info["unexpected_keys"] if _is_body_key(k)],
             "mismatched": [k for k, *_ in info["mismatched_keys"]],
         }
         problems = {k: v for k, v in problems.items() if v}
@@ -247,6 +253,12 @@ class TuckerBertPreTrainedModel(PreTrainedModel):
             detail = "; ".join(f"{k}: {', '.join(sorted(v)[:4])}{' ...' if len(v) > 4 else ''}" for k, v in problems.items())
             raise ValueError(f"{pretrained_model_name_or_path}: weights do not match {cls.__name__} ({detail})")
         return (model, info) if want_info else model
+
+
+def _is_body_key(key: str) -> bool:
+    """Whether a state-dict key belongs to the embeddings or the factorized encoder."""
+    key = key.removeprefix(f"{TuckerBertPreTrainedModel.base_model_prefix}.")
+    return key.startswith(("embeddings.", "encoder."))
 
 
 class TuckerBertModel(TuckerBertPreTrainedModel):

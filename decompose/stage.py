@@ -116,11 +116,12 @@ def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: st
 
 def load_dense_teacher(teacher_dir: Path, flag: str = "--teacher_model"):
     """Load a dense BertModel, refusing the silent re-initialisation transformers would otherwise do."""
+    from safetensors import SafetensorError
     from transformers import BertModel
 
     try:
         bert, info = BertModel.from_pretrained(str(teacher_dir), output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise InputError(f"{flag} {teacher_dir}: cannot load weights ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
     encoder_missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]
     if encoder_missing or info["mismatched_keys"]:

@@ -1,0 +1,145 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, BertModel
+
+from decompose import (TuckerBertConfig, TuckerBertForMaskedLM, TuckerBertForSequenceClassification,
+                       TuckerBertModel, decompose_fast)
+from decompose.convert import td_config_from_teacher, td_state_from_teacher
+from decompose.params import encoder_params
+from decompose.stacking import stack_encoder_blocks
+
+
+def _td_from_teacher(teacher, rank_layer, rank_dim, ops="san_ffn"):
+    W = stack_encoder_blocks(teacher, ops)
+    cfg = td_config_from_teacher(teacher.config, rank_layer, rank_dim, ops)
+    model = TuckerBertModel(cfg)
+    model.load_state_dict(td_state_from_teacher(teacher, decompose_fast(W, rank_layer, rank_dim), cfg), strict=True)
+    return model.eval()
+
+
+@pytest.mark.parametrize("ops,n_blocks", [("san_ffn", 72), ("san", 24), ("ffn", 48)])
+def test_full_rank_reproduces_teacher(teacher, token_batch, ops, n_blocks):
+    td = _td_from_teacher(teacher, n_blocks, 384, ops)
+    with torch.no_grad():
+        ref = teacher(**token_batch, output_hidden_states=True, output_attentions=True)
+        out = td(**token_batch, output_hidden_states=True, output_attentions=True)
+        fused = td(**token_batch)  # the SDPA path, no attention outputs requested
+    assert len(out.hidden_states) == len(ref.hidden_states) == 7
+    for a, b in zip(ref.hidden_states, out.hidden_states):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+    for a, b in zip(ref.attentions, out.attentions):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fused.last_hidden_state, ref.last_hidden_state, atol=1e-4, rtol=0)
+
+
+def test_attention_scores_are_the_teachers_pre_softmax_scores(teacher, token_batch):
+    td = _td_from_teacher(teacher, 72, 384)
+    captured = {}
+    layer = teacher.encoder.layer[2].attention.self
+    hooks = [layer.query.register_forward_hook(lambda m, i, o: captured.__setitem__("q", o)),
+             layer.key.register_forward_hook(lambda m, i, o: captured.__setitem__("k", o))]
+    with torch.no_grad():
+        teacher(**token_batch)
+        out = td(**token_batch, output_attentions=True, output_attention_scores=True)
+    for h in hooks:
+        h.remove()
+    q = captured["q"].view(2, 48, 12, 32).transpose(1, 2)
+    k = captured["k"].view(2, 48, 12, 32).transpose(1, 2)
+    expected = q @ k.transpose(-1, -2) / 32**0.5
+    scores = out.attention_scores[2]
+    mask = token_batch["attention_mask"].bool()[:, None, None, :].expand_as(scores)
+    torch.testing.assert_close(scores[mask], expected[mask], atol=1e-4, rtol=0)
+    assert (scores[~mask] < -1e30).all()  # padded keys carry the additive mask
+    torch.testing.assert_close(scores.softmax(-1), out.attentions[2])
+
+
+def test_bert_base_geometry_parameter_counts():
+    base = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    torch.manual_seed(0)
+    assert encoder_params(BertModel(BertConfig(**base))) == 85_017_600
+    td = TuckerBertModel(TuckerBertConfig(rank_layer=72, rank_dim=384, **base))
+    assert encoder_params(td) == 11_299_968
+    f = td.encoder.factors
+    assert (f.G.numel(), f.U.numel(), f.V.numel(), f.P.numel()) == (10_616_832, 294_912, 294_912, 10_368)
+    assert encoder_params(TuckerBertModel(TuckerBertConfig(rank_layer=36, rank_dim=256, **base))) == 2_840_640
+
+
+def test_random_init_has_bert_scale_weights():
+    cfg = TuckerBertConfig(rank_layer=36, rank_dim=192, hidden_size=384, num_hidden_layers=6,
+                           num_attention_heads=12, intermediate_size=1536)
+    torch.manual_seed(0)
+    td = TuckerBertModel(cfg)
+    with torch.no_grad():
+        block = td.encoder.factors.U @ td.encoder.factors.mixed_cores()[0] @ td.encoder.factors.V
+    assert 0.01 < float(block.std()) < 0.04  # initializer_range 0.02, like a dense BERT block
+
+
+def test_save_load_roundtrip_and_auto_classes(tmp_path, teacher, token_batch):
+    td = _td_from_teacher(teacher, 36, 96)
+    td.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and not (tmp_path / "pytorch_model.bin").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "tucker_bert"
+    again = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(again) is TuckerBertModel
+    with torch.no_grad():
+        torch.testing.assert_close(again(**token_batch).last_hidden_state, td(**token_batch).last_hidden_state)
+    clf = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    assert type(clf) is TuckerBertForSequenceClassification
+    out = clf(**token_batch, labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3) and out.loss.ndim == 0
+    mlm = TuckerBertForMaskedLM.from_pretrained(tmp_path)
+    assert mlm.cls.predictions.decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_loading_is_strict(tmp_path, teacher, teacher_dir):
+    with pytest.raises(ValueError, match="not a TD model"):
+        TuckerBertModel.from_pretrained(teacher_dir)
+    td = _td_from_teacher(teacher, 12, 32)
+    td.save_pretrained(tmp_path / "ok")
+    # A checkpoint missing a factor is an error, not a silent re-initialisation.
+    state = load_file(tmp_path / "ok" / "model.safetensors")
+    del state["encoder.factors.G"]
+    (tmp_path / "missing").mkdir()
+    (tmp_path / "missing" / "config.json").write_text((tmp_path / "ok" / "config.json").read_text())
+    save_file(state, tmp_path / "missing" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing: encoder.factors.G"):
+        TuckerBertModel.from_pretrained(tmp_path / "missing")
+    # A config with other ranks than the weights: mismatched shapes are an error.
+    cfg = json.loads((tmp_path / "ok" / "config.json").read_text())
+    cfg["rank_dim"] = 48
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="mismatched"):
+        TuckerBertModel.from_pretrained(tmp_path / "ok")
+
+
+def test_folded_weights_cached_without_grad_and_invalidated_by_updates(teacher, token_batch):
+    td = _td_from_teacher(teacher, 12, 32)
+    factors = td.encoder.factors
+    with torch.no_grad():
+        first = td(**token_batch).last_hidden_state
+        assert factors.folded() is factors.folded()
+        factors.G.mul_(0.5)
+        second = td(**token_batch).last_hidden_state
+    assert not torch.allclose(first, second)
+    with torch.enable_grad():
+        assert factors.folded() is not factors.folded()
+
+
+def test_gradients_reach_factors_and_biases(teacher, token_batch):
+    td = _td_from_teacher(teacher, 12, 32).train()
+    td(**token_batch).last_hidden_state.pow(2).mean().backward()
+    f = td.encoder.factors
+    for p in (f.U, f.V, f.G, f.P, td.encoder.layer[0].attention.qkv.bias, td.encoder.layer[5].ffn.output.bias):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [dict(intermediate_size=1000), dict(rank_dim=400), dict(rank_layer=73), dict(ops="all")])
+def test_config_refuses_impossible_geometry(bad):
+    kwargs = dict(rank_layer=36, rank_dim=192, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                  intermediate_size=1536) | bad
+    with pytest.raises(Exception, match="intermediate_size|rank_dim|rank_layer|ops"):
+        TuckerBertConfig(**kwargs)
