@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import tensorly as tl
 import torch
 from tensorly.decomposition import tucker as tl_tucker
-from tensorly.tenalg import multi_mode_dot
 
 
 @dataclasses.dataclass
@@ -65,17 +64,29 @@ def _top_eigvecs(gram: torch.Tensor, k: int) -> torch.Tensor:
 
 def _mode_gram(t: torch.Tensor, mode: int) -> torch.Tensor:
     """Gram matrix of the mode-`mode` unfolding: unfold(t, mode) @ unfold(t, mode).T."""
+    if mode == t.ndim - 1:
+        m = t.reshape(-1, t.shape[-1])  # the last mode needs no unfolding copy
+        return m.T @ m
     with tl.backend_context("pytorch"):
         m = tl.unfold(t, mode)
     return m @ m.T
 
 
+def _mode_dot(t: torch.Tensor, m: torch.Tensor, mode: int) -> torch.Tensor:
+    """t ×_mode m for a 3-way tensor, as one (batched) matmul instead of tensorly's unfold/fold round trip."""
+    if mode == 0:
+        return (m @ t.reshape(t.shape[0], -1)).reshape(m.shape[0], *t.shape[1:])
+    if mode == 1:
+        return torch.matmul(m, t)
+    return torch.matmul(t, m.T)
+
+
 def _project(W: torch.Tensor, P=None, U=None, V=None) -> torch.Tensor:
-    """W ×₀ Pᵀ ×₁ Uᵀ ×₂ V for the factors given; the h-sized modes are shrunk first, as they cost most."""
-    steps = [(m, mode) for m, mode in ((V, 2), (U, 1), (P, 0)) if m is not None]
-    mats = [m if mode == 2 else m.T for m, mode in steps]
-    with tl.backend_context("pytorch"):
-        return multi_mode_dot(W, mats, modes=[mode for _, mode in steps])
+    """W ×₀ Pᵀ ×₁ Uᵀ ×₂ V for the factors given, the mode that shrinks most applied first (cheapest order)."""
+    steps = [(m.T, mode) for m, mode in ((P, 0), (U, 1)) if m is not None] + ([(V, 2)] if V is not None else [])
+    for m, mode in sorted(steps, key=lambda s: s[0].shape[0] / s[0].shape[1]):
+        W = _mode_dot(W, m, mode)
+    return W
 
 
 def _check_ranks(W: torch.Tensor, rank_layer: int, rank_dim: int) -> None:
@@ -107,22 +118,24 @@ def decompose_fast(W: torch.Tensor, rank_layer: int, rank_dim: int, sweeps: int 
     U = _top_eigvecs(_mode_gram(W, 1), rank_dim)
     WU = _project(W, U=U)  # (n, d, h)
     V = _top_eigvecs(_mode_gram(WU, 2), rank_dim).T
-    P = _top_eigvecs(_mode_gram(_project(WU, V=V), 0), rank_layer)
+    WUV = _project(WU, V=V)  # (n, d, d)
+    P = _top_eigvecs(_mode_gram(WUV, 0), rank_layer)
+    G = _project(WUV, P=P)
     norm_sq = W.pow(2).sum()
-    G = _project(W, P=P, U=U, V=V)
     err = _error_from_core(norm_sq, G)
     done = 0
     for _ in range(sweeps):
         U = _top_eigvecs(_mode_gram(_project(W, P=P, V=V), 1), rank_dim)
         V = _top_eigvecs(_mode_gram(_project(W, P=P, U=U), 2), rank_dim).T
-        P = _top_eigvecs(_mode_gram(_project(W, U=U, V=V), 0), rank_layer)
-        G = _project(W, P=P, U=U, V=V)
+        WUV = _project(W, U=U, V=V)
+        P = _top_eigvecs(_mode_gram(WUV, 0), rank_layer)
+        G = _project(WUV, P=P)
         done += 1
         new_err = _error_from_core(norm_sq, G)
-        if err - new_err < tol:
-            err = new_err
-            break
+        converged = err - new_err < tol
         err = new_err
+        if converged:
+            break
     return SharedTucker(P=P, U=U, G=G, V=V, iterations=done)
 
 
