@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.xcompress-setup
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
@@ -15,9 +15,6 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
-
-test-slow: setup
-	$(PY) -m pytest -q -m slow tests
 
 bench: setup
 	$(PY) benchmarks/decompose.py

@@ -14,19 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: end-to-end runs, excluded by default (run with -m slow)")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("-m"):
-        return
-    skip_slow = pytest.mark.skip(reason="slow: run with `pytest -m slow`")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip_slow)
-
-
 @pytest.fixture(scope="session")
 def teacher_dir() -> Path:
     from decompose.model_paths import resolve_model_dir
