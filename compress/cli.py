@@ -8,9 +8,12 @@ Every `--flag_name` also answers to `--flag-name`. Bad input prints one line on 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
+
+from .errors import InputError
 
 # Nothing in xcompress may reach a model hub: make transformers fail fast instead of trying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,28 +31,31 @@ class FlagParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _stages():
-    """Stage name -> module with add_arguments / config_from_args / run / report."""
-    from decompose import stage as decompose_stage
+# Stage name -> (module with add_arguments / config_from_args / run / report, one-line help). Only the chosen
+# stage's module is imported: pregenerate must not pay for torch, which the model stages import.
+STAGES = {
+    "pregenerate": ("pregenerate.stage", "Wikipedia dump or text -> masked-LM training epochs"),
+    "decompose": ("decompose.stage", "dense BERT teacher -> shared-core Tucker (TD) student"),
+    "demo": ("compress.demo", "the main job on the embedded defaults"),
+}
 
-    from . import demo
 
-    return {"decompose": decompose_stage, "demo": demo}
-
-
-def build_parser() -> FlagParser:
+def build_parser(stage: str | None = None) -> FlagParser:
+    """The CLI parser; with `stage`, only that stage's module is imported to define its flags."""
     parser = FlagParser(prog="xcompress", description="Extreme compression of BERT-family encoders.")
     sub = parser.add_subparsers(dest="stage", required=True, parser_class=FlagParser)
-    for name, module in _stages().items():
-        module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
+    for name, (module_name, help_line) in STAGES.items():
+        p = sub.add_parser(name, help=help_line)
+        if name == stage:
+            importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from decompose.errors import InputError
-
-    args = build_parser().parse_args(argv)
-    module = _stages()[args.stage]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stage = next((a for a in argv if a in STAGES), None)
+    args = build_parser(stage).parse_args(argv)
+    module = importlib.import_module(STAGES[args.stage][0])
     try:
         summary = module.run(module.config_from_args(args))
     except InputError as e:

@@ -14,12 +14,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from decompose.atomic import write_json
-from decompose.model_paths import EMBEDDED_TEACHER, resolve_model_dir
 from decompose.stage import DecomposeConfig, load_dense_teacher
 from decompose.stage import run as run_decompose
 
+from .atomic import write_json
 from .measure import cpu_latency, size_on_disk
+from .model_paths import EMBEDDED_TEACHER, resolve_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIGS = ("minilm-td-36-192", "minilm-td-20-112", "minilm-td-36-64")

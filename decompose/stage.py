@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_output_dir, check_output_dir, write_json
+from compress.atomic import atomic_output_dir, check_output_dir, write_json
+from compress.errors import InputError
+from compress.model_paths import read_config_dict, resolve_model_dir
+
 from .configuration_tucker_bert import TuckerBertConfig
 from .convert import td_config_from_teacher, td_state_from_teacher
-from .errors import InputError
-from .model_paths import read_config_dict, resolve_model_dir
 from .modeling_tucker_bert import TuckerBertModel
 from .params import encoder_params
 from .stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks

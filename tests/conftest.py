@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def teacher_dir() -> Path:
-    from decompose.model_paths import resolve_model_dir
+    from compress.model_paths import resolve_model_dir
 
     return resolve_model_dir("all-MiniLM-L6-v2", "--teacher_model")
 

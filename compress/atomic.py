@@ -17,6 +17,21 @@ from typing import Any
 from .errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir_beside(path: Path) -> Path:
+    """A fresh hidden directory next to `path` (same filesystem, so a rename can publish it), with the
+    permissions an ordinary mkdir would give rather than mkdtemp's private 0700."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool, flag: str = "--output_dir") -> Path:
     """Refuse an existing non-empty directory unless overwriting was asked for."""
     out = Path(path)
@@ -31,8 +46,7 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, flag: str = "--ou
 def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; on success it replaces `path` in one rename."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         yield tmp
     except BaseException:
@@ -54,4 +68,5 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, target)

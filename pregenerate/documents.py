@@ -1,0 +1,75 @@
+"""Raw document -> sentences -> token ids. Runs inside the worker processes, one batch of documents at a time."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .sources import PARAGRAPHS, SENTENCES, WIKITEXT, RawDocument
+from .tokenize import wordpiece_tokenizer
+from .wikitext import is_disambiguation, wikitext_to_paragraphs
+
+# Parentheses emptied by removed templates (pronunciations, coordinates): "Andorra (; , ), officially".
+_EMPTY_PARENS = re.compile(r"\s*\(\s*[,;:\s]*\)")
+
+
+@dataclasses.dataclass
+class TokenizedBatch:
+    """Documents of one batch, flattened: sentence lengths in token order, sentence counts per document."""
+
+    tokens: np.ndarray  # int32, every sentence of every kept document, concatenated
+    sentence_lengths: np.ndarray  # int64
+    document_sentences: np.ndarray  # int64, sentences per kept document
+    text_bytes: int  # UTF-8 bytes of the clean text that was tokenized
+    dropped: int  # documents without any prose (disambiguation pages, stubs)
+
+
+class DocumentProcessor:
+    """Cleans, sentence-splits and tokenizes documents; built once per worker process."""
+
+    def __init__(self, vocab: Path, lowercase: bool):
+        import nupunkt
+
+        self.tokenizer = wordpiece_tokenizer(vocab, lowercase)
+        # Punkt parameters shipped inside nupunkt (JSON, trained on English text): nothing is downloaded.
+        self.splitter = nupunkt.load_default_model()
+
+    def sentences(self, doc: RawDocument) -> list[str]:
+        if doc.kind == SENTENCES:
+            return list(doc.text)
+        if doc.kind == WIKITEXT:
+            if is_disambiguation(doc.title, doc.text):
+                return []
+            paragraphs = wikitext_to_paragraphs(doc.text)
+        elif doc.kind == PARAGRAPHS:
+            paragraphs = doc.text
+        else:
+            raise ValueError(f"unknown document kind {doc.kind!r}")
+        out = []
+        for paragraph in paragraphs:
+            out.extend(self.splitter.tokenize(_EMPTY_PARENS.sub("", paragraph)))
+        return out
+
+    def __call__(self, docs: list[RawDocument]) -> TokenizedBatch:
+        per_doc = [self.sentences(d) for d in docs]
+        flat = [s for sents in per_doc for s in sents]
+        encodings = self.tokenizer.encode_batch(flat, add_special_tokens=False) if flat else []
+        ids = [e.ids for e in encodings]
+        lengths, counts, kept, k = [], [], [], 0
+        for sents in per_doc:
+            doc_ids = [x for x in ids[k : k + len(sents)] if x]  # sentences of only unknown chars vanish
+            k += len(sents)
+            if doc_ids:
+                counts.append(len(doc_ids))
+                lengths.extend(len(x) for x in doc_ids)
+                kept.extend(doc_ids)
+        tokens = np.fromiter((t for x in kept for t in x), dtype=np.int32, count=sum(lengths))
+        return TokenizedBatch(
+            tokens=tokens,
+            sentence_lengths=np.asarray(lengths, dtype=np.int64),
+            document_sentences=np.asarray(counts, dtype=np.int64),
+            text_bytes=sum(len(s.encode("utf-8")) for s in flat),
+            dropped=len(docs) - len(counts),
+        )

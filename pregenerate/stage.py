@@ -1,0 +1,198 @@
+"""The pregenerate stage: a Wikipedia dump (or extracted text) -> masked-LM training epochs.
+
+    xcompress pregenerate --train_corpus data/wiki/enwiki-sample-206pages.xml.bz2 --bert_model all-MiniLM-L6-v2 \
+        --do_lower_case --epochs_to_generate 3 --max_seq_len 128 --output_dir data/pregenerated --num_workers 2
+    python -m pregenerate ...   (same flags)
+
+Writes, in TinyBERT's format, `epoch_{i}.json` + `epoch_{i}_metrics.json` for each epoch, plus `epoch_{i}.idx`
+(line offsets for lazy readers), `corpus/` (the tokenized corpus), `pregenerate_config.json` and
+`pregenerate_summary.json`. A rerun with the same settings resumes: finished epochs are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from compress.atomic import write_json
+from compress.errors import InputError
+from compress.model_paths import resolve_model_dir
+
+from .corpus import build_corpus
+from .epochs import epoch_is_complete, write_epoch
+from .instances import MaskingConfig
+from .tokenize import read_vocab, vocab_digest, vocab_file
+
+CONFIG_FILE, SUMMARY_FILE = "pregenerate_config.json", "pregenerate_summary.json"
+# Fields that do not change what is generated: a rerun differing only in these resumes the same run.
+_NOT_IDENTITY = {"output_dir", "num_workers", "overwrite_output_dir", "epochs_to_generate", "quiet"}
+
+
+@dataclasses.dataclass
+class PregenerateConfig:
+    train_corpus: str
+    bert_model: str
+    output_dir: str
+    do_lower_case: bool = False
+    epochs_to_generate: int = 3
+    max_seq_len: int = 128
+    short_seq_prob: float = 0.1
+    masked_lm_prob: float = 0.15
+    max_predictions_per_seq: int = 20
+    do_whole_word_mask: bool = False
+    num_workers: int = 1
+    seed: int = 42
+    overwrite_output_dir: bool = False
+    quiet: bool = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train_corpus", required=True,
+                   help="MediaWiki dump (.xml/.xml.bz2), WikiExtractor output, plain text, or a directory of them")
+    p.add_argument("--bert_model", required=True, help="model directory with vocab.txt, or all-MiniLM-L6-v2")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--do_lower_case", action="store_true")
+    p.add_argument("--epochs_to_generate", type=int, default=3)
+    p.add_argument("--max_seq_len", type=int, default=128)
+    p.add_argument("--short_seq_prob", type=float, default=0.1)
+    p.add_argument("--masked_lm_prob", type=float, default=0.15)
+    p.add_argument("--max_predictions_per_seq", type=int, default=20)
+    p.add_argument("--do_whole_word_mask", action="store_true")
+    p.add_argument("--num_workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--overwrite_output_dir", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> PregenerateConfig:
+    return PregenerateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PregenerateConfig)})
+
+
+def _validate(cfg: PregenerateConfig) -> None:
+    checks = [
+        (cfg.epochs_to_generate >= 1, "--epochs_to_generate", "must be >= 1"),
+        (8 <= cfg.max_seq_len <= 8192, "--max_seq_len", "must be between 8 and 8192"),
+        (0 <= cfg.short_seq_prob <= 1, "--short_seq_prob", "must be in [0, 1]"),
+        (0 < cfg.masked_lm_prob < 1, "--masked_lm_prob", "must be in (0, 1)"),
+        (cfg.max_predictions_per_seq >= 1, "--max_predictions_per_seq", "must be >= 1"),
+        (cfg.num_workers >= 1, "--num_workers", "must be >= 1"),
+    ]
+    for ok, flag, what in checks:
+        if not ok:
+            raise InputError(f"{flag} {getattr(cfg, flag[2:])}: {what}")
+    if not Path(cfg.train_corpus).exists():
+        raise InputError(f"--train_corpus {cfg.train_corpus}: no such file or directory")
+
+
+def _check_casing(cfg: PregenerateConfig) -> None:
+    """An uncased vocabulary fed cased text (or the reverse) silently turns words into [UNK]: refuse it."""
+    tc = resolve_model_dir(cfg.bert_model, "--bert_model") / "tokenizer_config.json"
+    if not tc.is_file():
+        return
+    try:
+        lower = json.loads(tc.read_text()).get("do_lower_case")
+    except (OSError, json.JSONDecodeError):
+        return
+    if lower is True and not cfg.do_lower_case:
+        raise InputError(f"--bert_model {cfg.bert_model}: the vocabulary is uncased; pass --do_lower_case")
+    if lower is False and cfg.do_lower_case:
+        raise InputError(f"--do_lower_case: the vocabulary of {cfg.bert_model} is cased; drop --do_lower_case")
+
+
+def _identity(cfg: PregenerateConfig, digest: str) -> dict[str, Any]:
+    ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
+    ident["train_corpus"] = str(Path(cfg.train_corpus).resolve())
+    return ident | {"vocab_sha256": digest}
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """A killed run leaves its hidden temporaries (never a partial epoch); only this stage's are removed."""
+    for tmp in out.glob(".*.tmp-*"):
+        if tmp.is_dir() and (tmp.name.startswith(".corpus.tmp-") or tmp.name.startswith(".epoch_")):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> bool:
+    """Make `out` ready; returns whether this run created it. Another run's output is never touched silently."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output_dir {out}: exists and is not a directory")
+    if out.is_dir():
+        _remove_stale_temporaries(out)
+    if not out.exists() or not any(out.iterdir()):
+        out.mkdir(parents=True, exist_ok=True)
+        return True
+    previous = out / CONFIG_FILE
+    if previous.is_file():
+        old = json.loads(previous.read_text()).get("identity", {})
+        if old == identity:
+            return False  # same run: resume
+        if not overwrite:
+            diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise InputError(f"--output_dir {out}: holds another run's epochs (different {', '.join(diff)}); "
+                             "pass --overwrite_output_dir or choose another directory")
+    elif not overwrite:
+        raise InputError(f"--output_dir {out}: directory exists and is not empty "
+                         "(pass --overwrite_output_dir to replace it)")
+    shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return True
+
+
+def run(cfg: PregenerateConfig) -> dict[str, Any]:
+    _validate(cfg)
+    vocab = vocab_file(cfg.bert_model)
+    tokens = read_vocab(vocab)
+    _check_casing(cfg)
+    out = Path(cfg.output_dir)
+    identity = _identity(cfg, vocab_digest(vocab))
+    created = _prepare_output(out, identity, cfg.overwrite_output_dir)
+    start = time.perf_counter()
+    try:
+        corpus_dir = out / "corpus"
+        if (corpus_dir / "corpus.json").is_file():
+            corpus = json.loads((corpus_dir / "corpus.json").read_text())
+        else:
+            corpus = build_corpus(cfg.train_corpus, vocab, cfg.do_lower_case, corpus_dir, cfg.num_workers,
+                                  provenance={"train_corpus": identity["train_corpus"], "vocab": str(vocab)},
+                                  show_progress=not cfg.quiet)
+        write_json(out / CONFIG_FILE, {"identity": identity, "config": dataclasses.asdict(cfg)})
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    masking = MaskingConfig(cfg.max_seq_len, cfg.short_seq_prob, cfg.masked_lm_prob,
+                            cfg.max_predictions_per_seq, cfg.do_whole_word_mask)
+    epochs = []
+    for epoch in range(cfg.epochs_to_generate):
+        if epoch_is_complete(out, epoch):
+            metrics = json.loads((out / f"epoch_{epoch}_metrics.json").read_text()) | {"resumed": True}
+        else:
+            metrics = write_epoch(out, epoch, corpus_dir, tokens, masking, cfg.seed, cfg.num_workers,
+                                  show_progress=not cfg.quiet)
+        epochs.append({"epoch": epoch} | metrics)
+    generated = [e for e in epochs if not e.get("resumed")]
+    gen_seconds = sum(e["seconds"] for e in generated)
+    summary = {
+        "documents": corpus["documents"], "sentences": corpus["sentences"], "tokens": corpus["tokens"],
+        "text_megabytes": corpus["text_bytes"] / 1e6, "dropped_documents": corpus["dropped_documents"],
+        "corpus_seconds": corpus["seconds"],
+        "instances_per_epoch": [e["num_training_examples"] for e in epochs],
+        "epochs": epochs,
+        "instances_per_second": sum(e["num_training_examples"] for e in generated) / gen_seconds if generated else None,
+        "seconds": time.perf_counter() - start,
+        "config": dataclasses.asdict(cfg),
+    }
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def report(summary: dict[str, Any]) -> str:
+    rate = summary["instances_per_second"]
+    return (f"pregenerate: {summary['documents']:,} documents, {summary['sentences']:,} sentences, "
+            f"{summary['tokens']:,} tokens; instances per epoch {summary['instances_per_epoch']}"
+            + (f", {rate:,.0f} instances/s" if rate else ", all epochs resumed")
+            + f" -> {summary['config']['output_dir']}")
