@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import dataclasses
+import html
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -112,7 +113,7 @@ def _page_document(page: ET.Element) -> RawDocument | None:
     return RawDocument(WIKITEXT, (title.text or "") if title is not None else "", text)
 
 
-_DOC_OPEN = re.compile(r'^<doc\b[^>]*?(?:title="([^"]*)")?[^>]*>\s*$')
+_DOC_TITLE = re.compile(r'\btitle="([^"]*)"')
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -133,8 +134,8 @@ def _iter_wikiextractor_docs(path: Path) -> Iterator[RawDocument]:
     for number, line in _decoded_lines(path):
         stripped = line.strip()
         if stripped.startswith("<doc"):
-            m = _DOC_OPEN.match(stripped)
-            title, lines, inside = (m.group(1) or "") if m else "", [], True
+            m = _DOC_TITLE.search(stripped)
+            title, lines, inside = html.unescape(m.group(1)) if m else "", [], True
         elif stripped == "</doc>":
             # WikiExtractor repeats the title as the first line of the text.
             body = lines[1:] if lines and lines[0] == title else lines
