@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,11 @@ from tqdm import tqdm
 from compress.atomic import temp_dir_beside, write_json
 from compress.errors import InputError
 
-from .documents import DocumentProcessor, TokenizedBatch
-from .parallel import ordered_map, worker_pool
+from .documents import TokenizedBatch
+from .parallel import ordered_map
 from .sources import RawDocument, iter_documents
 
 BATCH_DOCUMENTS = 16
-_processor: DocumentProcessor | None = None  # one per worker process, built by the pool initializer
-
-
-def _init_worker(vocab: str, lowercase: bool) -> None:
-    global _processor
-    _processor = DocumentProcessor(Path(vocab), lowercase)
-
-
-def _process(batch: list[RawDocument]) -> TokenizedBatch:
-    return _processor(batch)
 
 
 def _batches(docs: Iterator[RawDocument], size: int) -> Iterator[list[RawDocument]]:
@@ -48,21 +38,22 @@ def _batches(docs: Iterator[RawDocument], size: int) -> Iterator[list[RawDocumen
         yield batch
 
 
-def build_corpus(train_corpus: str, vocab: Path, lowercase: bool, directory: Path, num_workers: int,
-                 provenance: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
-    """Stream the corpus through the workers into `directory` (written atomically); returns corpus.json."""
+def build_corpus(train_corpus: str, directory: Path, process: Callable[[list[RawDocument]], TokenizedBatch],
+                 pool, window: int, provenance: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
+    """Stream the corpus through `process` on the pool's workers into `directory`, written atomically;
+    returns corpus.json. `pool` None runs in this process."""
+
     start = time.perf_counter()
     tmp = temp_dir_beside(directory)
     stats = {"documents": 0, "sentences": 0, "tokens": 0, "text_bytes": 0, "dropped_documents": 0}
     try:
         with open(tmp / "tokens.int32", "wb") as tok_f, open(tmp / "sentences.int64", "wb") as sent_f, \
                 open(tmp / "documents.int64", "wb") as doc_f, \
-                worker_pool(num_workers, _init_worker, (str(vocab), lowercase)) as pool, \
                 tqdm(desc="documents", unit="doc", disable=not show_progress) as bar:
             sent_f.write(np.zeros(1, np.int64).tobytes())
             doc_f.write(np.zeros(1, np.int64).tobytes())
             batches = _batches(iter_documents(train_corpus), BATCH_DOCUMENTS)
-            for out in ordered_map(pool, _process, batches, window=4 * max(1, num_workers)):
+            for out in ordered_map(pool, process, batches, window):
                 tok_f.write(out.tokens.tobytes())
                 sent_f.write((stats["tokens"] + np.cumsum(out.sentence_lengths)).tobytes())
                 doc_f.write((stats["sentences"] + np.cumsum(out.document_sentences)).tobytes())

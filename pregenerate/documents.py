@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class DocumentProcessor:
                 counts.append(len(doc_ids))
                 lengths.extend(len(x) for x in doc_ids)
                 kept.extend(doc_ids)
-        tokens = np.fromiter((t for x in kept for t in x), dtype=np.int32, count=sum(lengths))
+        tokens = np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int32, count=sum(lengths))
         return TokenizedBatch(
             tokens=tokens,
             sentence_lengths=np.asarray(lengths, dtype=np.int64),

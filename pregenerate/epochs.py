@@ -6,7 +6,6 @@ if `epoch_{i}.json` exists, it is complete and its index and metrics are beside 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -18,29 +17,11 @@ from tqdm import tqdm
 
 from compress.atomic import temp_dir_beside, write_json
 
-from .corpus import Corpus
-from .instances import MaskingConfig, Vocabulary, document_instances
-from .parallel import ordered_map, worker_pool
+from .parallel import ordered_map
+from .workers import write_shard
 
-SHARD_DOCUMENTS = 256
-_state: dict[str, Any] = {}  # per worker process: the open corpus, vocabulary and settings
-
-
-def _init_worker(corpus_dir: str, tokens: list[str], cfg: MaskingConfig, seed: int) -> None:
-    _state.update(corpus=Corpus(Path(corpus_dir)), vocab=Vocabulary(tokens), cfg=cfg, seed=seed)
-
-
-def _write_shard(task: tuple[int, int, int, str]) -> tuple[str, np.ndarray]:
-    """Instances of documents [lo, hi) into a shard file; returns its path and line start offsets."""
-    epoch, lo, hi, path = task
-    offsets, pos = [], 0
-    with open(path, "w", encoding="utf-8") as f:
-        for doc in range(lo, hi):
-            for line in document_instances(_state["corpus"], doc, epoch, _state["seed"], _state["cfg"], _state["vocab"]):
-                offsets.append(pos)
-                pos += len(line.encode("utf-8"))
-                f.write(line)
-    return path, np.asarray(offsets, dtype=np.uint64)
+# Small shards keep every worker busy to the end of an epoch; a shard costs one file and one task.
+SHARD_DOCUMENTS = 16
 
 
 def epoch_paths(output_dir: Path, epoch: int) -> tuple[Path, Path, Path]:
@@ -55,21 +36,20 @@ def epoch_is_complete(output_dir: Path, epoch: int) -> bool:
     return index.stat().st_size >= 8 and int(np.fromfile(index, dtype="<u8")[-1]) == data.stat().st_size
 
 
-def write_epoch(output_dir: Path, epoch: int, corpus_dir: Path, tokens: list[str], cfg: MaskingConfig,
-                seed: int, num_workers: int, show_progress: bool = True) -> dict[str, Any]:
-    """Generate epoch `epoch` over every document of the corpus; returns its metrics."""
+def write_epoch(output_dir: Path, epoch: int, num_docs: int, max_seq_len: int, seed: int, pool, window: int,
+                show_progress: bool = True) -> dict[str, Any]:
+    """Generate epoch `epoch` over every document of the corpus with the workers (see workers.init);
+    returns its metrics. `pool` None runs in this process."""
     start = time.perf_counter()
     data, index, metrics_path = epoch_paths(output_dir, epoch)
-    num_docs = json.loads((corpus_dir / "corpus.json").read_text())["documents"]
     work = temp_dir_beside(data)
     tasks = [(epoch, lo, min(lo + SHARD_DOCUMENTS, num_docs), str(work / f"shard_{lo}"))
              for lo in range(0, num_docs, SHARD_DOCUMENTS)]
     try:
         n, size = 0, 0
         with open(work / "epoch.json", "wb") as out, open(work / "epoch.idx", "wb") as idx, \
-                worker_pool(num_workers, _init_worker, (str(corpus_dir), tokens, cfg, seed)) as pool, \
                 tqdm(total=num_docs, desc=f"epoch {epoch}", unit="doc", disable=not show_progress) as bar:
-            for (shard_path, offsets), task in zip(ordered_map(pool, _write_shard, tasks, 4 * max(1, num_workers)), tasks):
+            for (shard_path, offsets), task in zip(ordered_map(pool, write_shard, tasks, window), tasks):
                 (offsets + np.uint64(size)).astype("<u8").tofile(idx)
                 with open(shard_path, "rb") as shard:
                     shutil.copyfileobj(shard, out, 1 << 20)
@@ -79,7 +59,7 @@ def write_epoch(output_dir: Path, epoch: int, corpus_dir: Path, tokens: list[str
                 bar.update(task[2] - task[1])
                 bar.set_postfix(instances=n)
             np.asarray([size], dtype="<u8").tofile(idx)
-        metrics = {"num_training_examples": n, "max_seq_len": cfg.max_seq_len, "bytes": size,
+        metrics = {"num_training_examples": n, "max_seq_len": max_seq_len, "bytes": size,
                    "index": {"file": index.name, "dtype": "<u8", "entries": n + 1},
                    "seed": seed, "seconds": time.perf_counter() - start}
         os.replace(work / "epoch.idx", index)

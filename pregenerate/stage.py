@@ -22,9 +22,11 @@ from compress.atomic import write_json
 from compress.errors import InputError
 from compress.model_paths import resolve_model_dir
 
+from . import workers
 from .corpus import build_corpus
 from .epochs import epoch_is_complete, write_epoch
 from .instances import MaskingConfig
+from .parallel import worker_pool
 from .tokenize import read_vocab, vocab_digest, vocab_file
 
 CONFIG_FILE, SUMMARY_FILE = "pregenerate_config.json", "pregenerate_summary.json"
@@ -150,30 +152,33 @@ def run(cfg: PregenerateConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     identity = _identity(cfg, vocab_digest(vocab))
     created = _prepare_output(out, identity, cfg.overwrite_output_dir)
-    start = time.perf_counter()
-    try:
-        corpus_dir = out / "corpus"
-        if (corpus_dir / "corpus.json").is_file():
-            corpus = json.loads((corpus_dir / "corpus.json").read_text())
-        else:
-            corpus = build_corpus(cfg.train_corpus, vocab, cfg.do_lower_case, corpus_dir, cfg.num_workers,
-                                  provenance={"train_corpus": identity["train_corpus"], "vocab": str(vocab)},
-                                  show_progress=not cfg.quiet)
-        write_json(out / CONFIG_FILE, {"identity": identity, "config": dataclasses.asdict(cfg)})
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
     masking = MaskingConfig(cfg.max_seq_len, cfg.short_seq_prob, cfg.masked_lm_prob,
                             cfg.max_predictions_per_seq, cfg.do_whole_word_mask)
-    epochs = []
-    for epoch in range(cfg.epochs_to_generate):
-        if epoch_is_complete(out, epoch):
-            metrics = json.loads((out / f"epoch_{epoch}_metrics.json").read_text()) | {"resumed": True}
-        else:
-            metrics = write_epoch(out, epoch, corpus_dir, tokens, masking, cfg.seed, cfg.num_workers,
-                                  show_progress=not cfg.quiet)
-        epochs.append({"epoch": epoch} | metrics)
+    corpus_dir = out / "corpus"
+    window = 4 * cfg.num_workers
+    start = time.perf_counter()
+    init_args = (str(vocab), cfg.do_lower_case, tokens, str(corpus_dir), masking, cfg.seed)
+    with worker_pool(cfg.num_workers, workers.init, init_args) as pool:
+        try:
+            if (corpus_dir / "corpus.json").is_file():
+                corpus = json.loads((corpus_dir / "corpus.json").read_text())
+            else:
+                corpus = build_corpus(cfg.train_corpus, corpus_dir, workers.process_batch, pool, window,
+                                      provenance={"train_corpus": identity["train_corpus"], "vocab": str(vocab)},
+                                      show_progress=not cfg.quiet)
+            write_json(out / CONFIG_FILE, {"identity": identity, "config": dataclasses.asdict(cfg)})
+        except BaseException:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        epochs = []
+        for epoch in range(cfg.epochs_to_generate):
+            if epoch_is_complete(out, epoch):
+                metrics = json.loads((out / f"epoch_{epoch}_metrics.json").read_text()) | {"resumed": True}
+            else:
+                metrics = write_epoch(out, epoch, corpus["documents"], cfg.max_seq_len, cfg.seed, pool, window,
+                                      show_progress=not cfg.quiet)
+            epochs.append({"epoch": epoch} | metrics)
     generated = [e for e in epochs if not e.get("resumed")]
     gen_seconds = sum(e["seconds"] for e in generated)
     summary = {
