@@ -18,6 +18,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/decompose.py
+	$(PY) benchmarks/pregenerate.py
 
 clean:
 	rm -rf runs benchmarks/results .pytest_cache
