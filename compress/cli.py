@@ -13,10 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import InputError
+from .errors import InputError, PeerFailure
 
-# Nothing in xcompress may reach a model hub: make transformers fail fast instead of trying.
+# Nothing in xcompress may reach a model hub: make transformers fail fast instead of trying. Its weight-loading
+# bars would bury the stages' own progress and error lines; they go too. Set before any stage imports it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
@@ -36,6 +38,7 @@ class FlagParser(argparse.ArgumentParser):
 STAGES = {
     "pregenerate": ("pregenerate.stage", "Wikipedia dump or text -> masked-LM training epochs"),
     "decompose": ("decompose.stage", "dense BERT teacher -> shared-core Tucker (TD) student"),
+    "general-distill": ("distill.general", "layer-wise distillation of a TD student on pre-generated data"),
     "demo": ("compress.demo", "the main job on the embedded defaults"),
 }
 
@@ -61,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:
         print(f"xcompress {args.stage}: error: {e}", file=sys.stderr)
         return 2
+    except PeerFailure as e:
+        print(f"xcompress {args.stage}: error: {e}", file=sys.stderr)
+        return 1
     print(module.report(summary))
     return 0
 

@@ -6,3 +6,7 @@ class InputError(Exception):
 
     The message names the file or flag and what is wrong, in one line.
     """
+
+
+class PeerFailure(Exception):
+    """A distributed run lost one of its ranks; the CLI prints one line and exits with status 1."""

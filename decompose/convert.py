@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from .configuration_tucker_bert import TuckerBertConfig
-from .stacking import OPS
-from .tucker import SharedTucker
+from .modeling_tucker_bert import TuckerBertModel
+from .stacking import OPS, stack_encoder_blocks
+from .tucker import SharedTucker, decompose_fast, decompose_hooi
 
 
 def td_config_from_teacher(teacher_config, rank_layer: int, rank_dim: int, ops: str) -> TuckerBertConfig:
@@ -47,3 +48,19 @@ def td_state_from_teacher(bert: nn.Module, factors: SharedTucker, config: Tucker
         state[p + "ffn.LayerNorm.weight"] = layer.output.LayerNorm.weight
         state[p + "ffn.LayerNorm.bias"] = layer.output.LayerNorm.bias
     return {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
+
+
+def factorize_teacher(bert: nn.Module, rank_layer: int, rank_dim: int, ops: str = "san_ffn", init: str = "fast",
+                      sweeps: int = 1, seed: int = 0) -> tuple[TuckerBertModel, SharedTucker, torch.Tensor]:
+    """The TD model of a dense teacher: its stacked blocks factorized, everything else copied.
+
+    Returns the model, the factors and the float32 stack they approximate (for error reports)."""
+    W = stack_encoder_blocks(bert, ops, dtype=torch.float32)
+    if init == "fast":
+        factors = decompose_fast(W, rank_layer, rank_dim, sweeps=sweeps)
+    else:
+        factors = decompose_hooi(W, rank_layer, rank_dim, seed=seed)
+    config = td_config_from_teacher(bert.config, rank_layer, rank_dim, ops)
+    model = TuckerBertModel(config)
+    model.load_state_dict(td_state_from_teacher(bert, factors, config), strict=True)
+    return model, factors, W

@@ -18,18 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from compress.atomic import atomic_output_dir, check_output_dir, write_json
 from compress.errors import InputError
 from compress.model_paths import read_config_dict, resolve_model_dir
 
 from .configuration_tucker_bert import TuckerBertConfig
-from .convert import td_config_from_teacher, td_state_from_teacher
-from .modeling_tucker_bert import TuckerBertModel
+from .convert import factorize_teacher
 from .params import encoder_params
-from .stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
-from .tucker import decompose_fast, decompose_hooi, relative_errors
+from .stacking import BLOCK_TYPE, OPS, block_layout
+from .tucker import relative_errors
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -141,19 +138,11 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     teacher = load_dense_teacher(teacher_dir)
-    W = stack_encoder_blocks(teacher, ops, dtype=torch.float32)
     t0 = time.perf_counter()
-    if cfg.init == "fast":
-        factors = decompose_fast(W, rank_layer, rank_dim, sweeps=cfg.hooi_sweeps)
-    else:
-        factors = decompose_hooi(W, rank_layer, rank_dim, seed=cfg.seed)
+    student, factors, W = factorize_teacher(teacher, rank_layer, rank_dim, ops, cfg.init, cfg.hooi_sweeps, cfg.seed)
     factor_seconds = time.perf_counter() - t0
     types = [BLOCK_TYPE[kind] for _, kind in block_layout(teacher.config.num_hidden_layers, ops)]
     errors = relative_errors(W.double(), factors.reconstruct().double(), types)
-
-    td_config = td_config_from_teacher(teacher.config, rank_layer, rank_dim, ops)
-    student = TuckerBertModel(td_config)
-    student.load_state_dict(td_state_from_teacher(teacher, factors, td_config), strict=True)
 
     teacher_params, student_params = encoder_params(teacher), encoder_params(student)
     resolved = dataclasses.asdict(cfg) | {"rank_layer": rank_layer, "rank_dim": rank_dim, "ops": ops,

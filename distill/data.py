@@ -1,0 +1,130 @@
+"""Pre-generated masked-LM epochs (TinyBERT's format), read lazily.
+
+Training epoch i reads `epoch_{i mod E}.json`. Lines are located through `epoch_{i}.idx` (written by
+`xcompress pregenerate`) or, for data made by other tools, by one scan of the file that keeps only the
+offsets. The order of an epoch is a permutation drawn from (seed, epoch); rank r of W takes every W-th
+example of it, so every step's batch is known without reading what came before (resume jumps straight to it).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.errors import InputError
+
+_EPOCH = re.compile(r"^epoch_(\d+)\.json$")
+
+
+def read_vocab_ids(vocab_file: Path) -> dict[str, int]:
+    return {tok: i for i, tok in enumerate(vocab_file.read_text(encoding="utf-8").splitlines())}
+
+
+class PregeneratedEpochs:
+    """The epochs of a pre-generated directory, batched per rank."""
+
+    def __init__(self, directory: str | Path, vocab: dict[str, int]):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise InputError(f"--pregenerated_data {directory}: no such directory")
+        numbers = sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _EPOCH.match(p.name)))
+        if not numbers:
+            raise InputError(f"--pregenerated_data {directory}: no epoch_*.json files")
+        if numbers != list(range(len(numbers))):
+            raise InputError(f"--pregenerated_data {directory}: epochs {numbers} are not numbered 0..{len(numbers) - 1}")
+        self.files = [self.directory / f"epoch_{i}.json" for i in numbers]
+        self.vocab = vocab
+        self._offsets: dict[int, np.ndarray] = {}
+        self._handles: dict[int, object] = {}
+
+    @property
+    def num_files(self) -> int:
+        return len(self.files)
+
+    def offsets(self, epoch: int) -> np.ndarray:
+        """Byte offsets of every line of the file read by training epoch `epoch`, plus the file size."""
+        i = epoch % self.num_files
+        if i not in self._offsets:
+            path = self.files[i]
+            index = path.with_suffix(".idx")
+            if index.is_file():
+                offsets = np.fromfile(index, dtype="<u8")
+                if offsets[-1] != path.stat().st_size:
+                    raise InputError(f"--pregenerated_data {index}: index does not match {path.name} (stale or truncated)")
+            else:
+                offsets = _scan_offsets(path)
+            if len(offsets) < 2:
+                raise InputError(f"--pregenerated_data {path}: no training examples")
+            self._offsets[i] = offsets
+        return self._offsets[i]
+
+    def num_examples(self, epoch: int) -> int:
+        return len(self.offsets(epoch)) - 1
+
+    def steps_per_epoch(self, epoch: int, global_batch: int) -> int:
+        return self.num_examples(epoch) // global_batch
+
+    def _line(self, epoch: int, k: int) -> dict:
+        i = epoch % self.num_files
+        offsets = self.offsets(epoch)
+        if i not in self._handles:
+            self._handles[i] = open(self.files[i], "rb")
+        f = self._handles[i]
+        f.seek(int(offsets[k]))
+        raw = f.read(int(offsets[k + 1] - offsets[k]))
+        try:
+            record = json.loads(raw)
+            tokens, segments = record["tokens"], record["segment_ids"]
+            if not isinstance(tokens, list) or len(tokens) != len(segments) or not tokens:
+                raise ValueError("tokens and segment_ids must be non-empty lists of equal length")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"--pregenerated_data {self.files[i]}:{k + 1}: corrupt line ({e})") from e
+        return record
+
+    def example_ids(self, epoch: int, seed: int, rank: int, world_size: int) -> np.ndarray:
+        """This rank's examples of an epoch, in order; equal counts on every rank."""
+        n = self.num_examples(epoch)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g).numpy()
+        per_rank = n // world_size
+        return order[rank::world_size][:per_rank]
+
+    def batch(self, epoch: int, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask, token_type_ids for examples `ids`, padded to the longest."""
+        records = [self._line(epoch, int(k)) for k in ids]
+        length = max(len(r["tokens"]) for r in records)
+        input_ids = torch.zeros(len(records), length, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        segments = torch.zeros_like(input_ids)
+        for row, (k, r) in enumerate(zip(ids, records)):
+            try:
+                token_ids = [self.vocab[t] for t in r["tokens"]]
+            except KeyError as e:
+                raise InputError(f"--pregenerated_data {self.files[epoch % self.num_files]}:{int(k) + 1}: token {e} "
+                                 "is not in the student's vocabulary (data made with another vocabulary?)") from e
+            n = len(token_ids)
+            input_ids[row, :n] = torch.tensor(token_ids)
+            mask[row, :n] = 1
+            segments[row, :n] = torch.tensor(r["segment_ids"])
+        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": segments}
+
+    def close(self) -> None:
+        for f in self._handles.values():
+            f.close()
+        self._handles.clear()
+
+
+def _scan_offsets(path: Path) -> np.ndarray:
+    """Line offsets of a file without an index: one streaming pass, only the offsets kept."""
+    offsets, pos = [0], 0
+    with open(path, "rb") as f:
+        for line in f:
+            pos += len(line)
+            if line.strip():
+                offsets.append(pos)
+            else:
+                offsets[-1] = pos
+    return np.asarray(offsets, dtype=np.uint64)

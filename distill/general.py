@@ -1,0 +1,396 @@
+"""General distillation: the TD student learns the teacher's attention scores and hidden states on
+pre-generated Wikipedia data (TinyBERT's general distillation, no MLM loss).
+
+    xcompress general-distill --teacher_model all-MiniLM-L6-v2 --student_model runs/minilm-td-36-192 \
+        --pregenerated_data data/pregenerated --num_train_epochs 2 --train_batch_size 32 --learning_rate 1e-4 \
+        --output_dir runs/gd-36-192
+    python -m distill.general ...                                    (same flags)
+    mpirun --allow-run-as-root -np 2 .venv/bin/python -m distill.general ...      (Horovod)
+    horovodrun -np 2 -H localhost:2 --gloo .venv/bin/python -m distill.general ...
+    torchrun --nproc_per_node 2 -m distill.general ...                (DistributedDataParallel)
+
+`--student_model` is a TD directory from `xcompress decompose`, or a TD config directory (e.g.
+models/minilm-td-36-192) that is initialised randomly, or, with `--use_swap`, by factorizing the teacher.
+`--train_batch_size` is the global batch, split over ranks and accumulation steps.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from compress.atomic import write_json
+from compress.errors import InputError
+from compress.model_paths import read_config_dict, resolve_model_dir
+
+from .checkpoint import checkpoint_dirs, load_training_state, save_checkpoint
+from .data import PregeneratedEpochs, read_vocab_ids
+from .dist import Distributed
+from .losses import DistillationLoss
+from .teacher import ScoringTeacher
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclasses.dataclass
+class GeneralDistillConfig:
+    teacher_model: str
+    student_model: str
+    pregenerated_data: str
+    output_dir: str
+    num_train_epochs: float = 1.0
+    train_batch_size: int = 32
+    learning_rate: float = 1e-4
+    max_steps: int | None = None
+    gradient_accumulation_steps: int = 1
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    loss_layers: str = "all"
+    use_swap: bool = False
+    save_steps: int = 500
+    save_total_limit: int = 3
+    log_steps: int = 10
+    resume: bool = False
+    overwrite_output_dir: bool = False
+    seed: int = 42
+    do_lower_case: bool = False
+    quiet: bool = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher_model", required=True)
+    p.add_argument("--student_model", required=True, help="TD directory, or TD config directory (see --use_swap)")
+    p.add_argument("--pregenerated_data", required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--num_train_epochs", type=float, default=1.0)
+    p.add_argument("--train_batch_size", type=int, default=32, help="global batch over all ranks")
+    p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--max_steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--warmup_proportion", type=float, default=0.1)
+    p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--loss_layers", choices=["all", "last"], default="all",
+                   help="all: every mapped layer and the embeddings; last: the original TD code's last-layer loss")
+    p.add_argument("--use_swap", action="store_true", help="initialise a config-only student by factorizing the teacher")
+    p.add_argument("--save_steps", type=int, default=500)
+    p.add_argument("--save_total_limit", type=int, default=3)
+    p.add_argument("--log_steps", type=int, default=10)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output_dir")
+    p.add_argument("--overwrite_output_dir", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--do_lower_case", action="store_true", help="accepted for TinyBERT compatibility (data is pre-tokenized)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> GeneralDistillConfig:
+    return GeneralDistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GeneralDistillConfig)})
+
+
+class DistillationStep(nn.Module):
+    """Student and loss in one module, so that one wrapper syncs the student and the width projection."""
+
+    def __init__(self, student: nn.Module, loss: DistillationLoss):
+        super().__init__()
+        self.student, self.loss = student, loss
+
+    def forward(self, batch, t_hidden, t_scores):
+        out = self.student(**batch, output_hidden_states=True, output_attention_scores=True)
+        return self.loss(out.hidden_states, out.attention_scores, t_hidden, t_scores, batch["attention_mask"])
+
+
+def _validate(cfg: GeneralDistillConfig, world_size: int) -> None:
+    for ok, flag, what in [
+        (cfg.train_batch_size >= 1, "--train_batch_size", "must be >= 1"),
+        (cfg.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps", "must be >= 1"),
+        (cfg.learning_rate > 0, "--learning_rate", "must be > 0"),
+        (cfg.num_train_epochs > 0, "--num_train_epochs", "must be > 0"),
+        (cfg.max_steps is None or cfg.max_steps >= 1, "--max_steps", "must be >= 1"),
+        (cfg.save_steps >= 1, "--save_steps", "must be >= 1"),
+        (cfg.save_total_limit >= 1, "--save_total_limit", "must be >= 1"),
+    ]:
+        if not ok:
+            raise InputError(f"{flag} {getattr(cfg, flag[2:])}: {what}")
+    if cfg.train_batch_size % (world_size * cfg.gradient_accumulation_steps):
+        raise InputError(f"--train_batch_size {cfg.train_batch_size}: not divisible by {world_size} ranks x "
+                         f"{cfg.gradient_accumulation_steps} accumulation steps")
+
+
+def _load_teacher(cfg: GeneralDistillConfig):
+    from decompose.stage import load_dense_teacher
+
+    teacher_dir = resolve_model_dir(cfg.teacher_model, "--teacher_model")
+    if read_config_dict(teacher_dir, "--teacher_model").get("model_type") != "bert":
+        raise InputError(f"--teacher_model {cfg.teacher_model}: not a dense BERT model")
+    return teacher_dir, load_dense_teacher(teacher_dir)
+
+
+def _load_student(cfg: GeneralDistillConfig, teacher, student_dir: Path):
+    """A TD model from a TD directory, or from a TD config (random, or factorized teacher with --use_swap)."""
+    from decompose import TuckerBertConfig, TuckerBertModel
+    from decompose.convert import factorize_teacher
+
+    raw = read_config_dict(student_dir, "--student_model")
+    if raw.get("model_type") != TuckerBertConfig.model_type:
+        raise InputError(f"--student_model {cfg.student_model}: model_type is {raw.get('model_type')!r}, not a TD "
+                         "model (make one with `xcompress decompose`, or pass a models/*-td-* config)")
+    has_weights = (student_dir / "model.safetensors").is_file()
+    if has_weights and not cfg.use_swap:
+        try:
+            return TuckerBertModel.from_pretrained(str(student_dir))
+        except ValueError as e:
+            raise InputError(f"--student_model {cfg.student_model}: {e}") from e
+    config = TuckerBertConfig.from_pretrained(str(student_dir))
+    if cfg.use_swap:
+        tc = teacher.config
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
+            if getattr(config, key) != getattr(tc, key):
+                raise InputError(f"--use_swap: the student's {key} {getattr(config, key)} differs from the teacher's "
+                                 f"{getattr(tc, key)}; factorizing the teacher needs the same geometry")
+        model, _, _ = factorize_teacher(teacher, config.rank_layer, config.rank_dim, config.ops)
+        return model
+    if config.vocab_size != teacher.config.vocab_size:
+        raise InputError(f"--student_model {cfg.student_model}: vocab_size {config.vocab_size} differs from the "
+                         f"teacher's {teacher.config.vocab_size}")
+    torch.manual_seed(cfg.seed)
+    return TuckerBertModel(config)
+
+
+def _vocab_file(cfg: GeneralDistillConfig, teacher_dir: Path, student_dir: Path) -> Path:
+    """The shared vocabulary; teacher and student with different vocabularies cannot be distilled."""
+    t_vocab = teacher_dir / "vocab.txt"
+    if not t_vocab.is_file():
+        raise InputError(f"--teacher_model {cfg.teacher_model}: no vocab.txt")
+    s_vocab = student_dir / "vocab.txt"
+    if s_vocab.is_file() and s_vocab.read_bytes() != t_vocab.read_bytes():
+        raise InputError(f"--student_model {cfg.student_model}: its vocab.txt differs from the teacher's; "
+                         "teacher and student must share one tokenizer")
+    return t_vocab
+
+
+def _prepare_output(cfg: GeneralDistillConfig) -> Path:
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output_dir {out}: exists and is not a directory")
+    if cfg.resume:
+        if not checkpoint_dirs(out):
+            raise InputError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        return out
+    if out.is_dir() and any(out.iterdir()):
+        if not cfg.overwrite_output_dir:
+            raise InputError(f"--output_dir {out}: directory exists and is not empty (pass --resume to continue "
+                             "its run, or --overwrite_output_dir to replace it)")
+    return out
+
+
+def _schedule(optimizer, warmup: int, total: int):
+    """Linear warmup, then linear decay to zero."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith("bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _position(step: int, steps_in_epoch) -> tuple[int, int]:
+    """(training epoch, step within it) of a global optimizer step; epoch files may differ in size."""
+    epoch = 0
+    while step >= steps_in_epoch(epoch):
+        step -= steps_in_epoch(epoch)
+        epoch += 1
+    return epoch, step
+
+
+def run(cfg: GeneralDistillConfig) -> dict[str, Any]:
+    dist = Distributed()
+    try:
+        return _train(cfg, dist)
+    except Exception as e:
+        failure = dist.peer_failure(e)
+        if failure is None:
+            raise
+        raise failure from e
+    finally:
+        dist.shutdown()
+
+
+def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
+    # --- setup -------------------------------------------------------------------------------------------
+    _validate(cfg, dist.world_size)
+    out = _prepare_output(cfg)
+    teacher_dir, teacher_bert = _load_teacher(cfg)
+    student_dir = resolve_model_dir(cfg.student_model, "--student_model")
+    vocab = _vocab_file(cfg, teacher_dir, student_dir)
+    data = PregeneratedEpochs(cfg.pregenerated_data, read_vocab_ids(vocab))
+    student = _load_student(cfg, teacher_bert, student_dir)
+    if student.pooler is not None:
+        # No layer-wise loss reaches the pooler: freeze it rather than have every rank hunt for unused parameters.
+        student.pooler.requires_grad_(False)
+    teacher = ScoringTeacher(teacher_bert).to(dist.device)
+    loss_fn = DistillationLoss(student.config.num_hidden_layers, teacher_bert.config.num_hidden_layers,
+                               student.config.hidden_size, teacher_bert.config.hidden_size, cfg.loss_layers)
+    module = DistillationStep(student, loss_fn).to(dist.device)
+
+    micro = cfg.train_batch_size // (dist.world_size * cfg.gradient_accumulation_steps)
+    if data.steps_per_epoch(0, cfg.train_batch_size) == 0:
+        raise InputError(f"--train_batch_size {cfg.train_batch_size}: larger than an epoch of {cfg.pregenerated_data}")
+    total = cfg.max_steps or max(1, int(cfg.num_train_epochs * data.steps_per_epoch(0, cfg.train_batch_size)))
+    optimizer = torch.optim.AdamW(_param_groups(module, cfg.weight_decay), lr=cfg.learning_rate)
+    latest = checkpoint_dirs(out)[-1] if cfg.resume else None
+    state = load_training_state(latest) if latest is not None else None
+    if state is not None:
+        module.student.load_state_dict(type(student).from_pretrained(str(latest)).state_dict())
+        module.loss.load_state_dict(state["loss"])
+    # Wrapping may replace the optimizer (Horovod builds a new one): schedule and restore state on what it returns.
+    model, optimizer = dist.wrap(module, optimizer, cfg.gradient_accumulation_steps)
+    scheduler = _schedule(optimizer, int(cfg.warmup_proportion * total), total)
+    start_step = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"][dist.rank])
+        start_step = state["step"]
+    else:
+        torch.manual_seed(cfg.seed + dist.rank)  # dropout differs per rank, reproducibly
+    dist.broadcast_state(module, optimizer)
+
+    # Read this rank's first batch before anything is written: broken data is refused with nothing on disk.
+    # (A corrupt line met later stops the run with its file and line; earlier checkpoints stay intact.)
+    first_epoch, first_in_epoch = _position(start_step, lambda e: data.steps_per_epoch(e, cfg.train_batch_size))
+    first_ids = data.example_ids(first_epoch, cfg.seed, dist.rank, dist.world_size)
+    first = first_in_epoch * cfg.gradient_accumulation_steps * micro
+    data.batch(first_epoch, first_ids[first:first + micro])
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "general_distill_config.json", dataclasses.asdict(cfg) | {"world_size": dist.world_size,
+                                                                                   "backend": dist.backend})
+    log = open(out / "log.jsonl", "a") if dist.is_main else None
+    tok_files = [teacher_dir / f for f in TOKENIZER_FILES if (teacher_dir / f).is_file()]
+    timing = {"data": 0.0, "teacher_forward": 0.0, "student_forward_backward": 0.0, "optimizer_and_sync": 0.0}
+    bar = tqdm(total=total, initial=start_step, desc="general distillation", unit="step",
+               disable=not dist.is_main or cfg.quiet)
+    epoch_ids: dict[int, Any] = {}
+    started, first_loss, metrics = time.perf_counter(), None, {}
+
+    # --- loop ---------------------------------------------------------------------------------------------
+    model.train()
+    for step in range(start_step, total):
+        epoch, in_epoch = _position(step, lambda e: data.steps_per_epoch(e, cfg.train_batch_size))
+        if epoch not in epoch_ids:
+            epoch_ids = {epoch: data.example_ids(epoch, cfg.seed, dist.rank, dist.world_size)}
+        sums = {"loss": 0.0, "attention": 0.0, "hidden": 0.0}
+        for m in range(cfg.gradient_accumulation_steps):
+            t0 = time.perf_counter()
+            first = (in_epoch * cfg.gradient_accumulation_steps + m) * micro
+            batch = {k: v.to(dist.device) for k, v in data.batch(epoch, epoch_ids[epoch][first:first + micro]).items()}
+            t1 = time.perf_counter()
+            t_hidden, t_scores = teacher(**batch)
+            t2 = time.perf_counter()
+            with dist.accumulating(model, last=m == cfg.gradient_accumulation_steps - 1):
+                losses = model(batch, t_hidden, t_scores)
+                (losses["loss"] / cfg.gradient_accumulation_steps).backward()
+            t3 = time.perf_counter()
+            for k in sums:
+                sums[k] += float(losses[k].detach()) / cfg.gradient_accumulation_steps
+            timing["data"] += t1 - t0
+            timing["teacher_forward"] += t2 - t1
+            timing["student_forward_backward"] += t3 - t2
+        t4 = time.perf_counter()
+        dist.step(optimizer, module.parameters(), cfg.max_grad_norm)
+        scheduler.step()
+        optimizer.zero_grad()
+        timing["optimizer_and_sync"] += time.perf_counter() - t4
+        done = step + 1
+        if done % cfg.log_steps == 0 or done == total or first_loss is None:
+            metrics = dist.all_reduce_mean(sums)
+            first_loss = metrics["loss"] if first_loss is None else first_loss
+            if log is not None:
+                elapsed = time.perf_counter() - started
+                log.write(json.dumps({"step": done, **metrics, "lr": scheduler.get_last_lr()[0],
+                                      "samples_per_second": (done - start_step) * cfg.train_batch_size / elapsed,
+                                      "seconds": elapsed}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        bar.update(1)
+        if done % cfg.save_steps == 0 or done == total:
+            _checkpoint(out, done, module, optimizer, scheduler, dist, tok_files, cfg.save_total_limit)
+
+    # --- cleanup ------------------------------------------------------------------------------------------
+    bar.close()
+    data.close()
+    seconds = time.perf_counter() - started
+    checksums = dist.all_gather_object(_parameter_checksum(module))
+    summary = {"steps": total, "resumed_from_step": start_step, "world_size": dist.world_size,
+               "parameter_checksums_by_rank": checksums, "ranks_in_sync": len(set(checksums)) == 1,
+               "backend": dist.backend, "first_loss": first_loss, "final_loss": metrics.get("loss"),
+               "samples_per_second": (total - start_step) * cfg.train_batch_size / seconds if total > start_step else None,
+               "seconds": seconds, "time_split_seconds": timing, "config": dataclasses.asdict(cfg)}
+    if dist.is_main:
+        log.close()
+        _publish_final(out, out / "checkpoints" / f"step_{total}")
+        write_json(out / "general_distill_summary.json", summary)
+    dist.barrier()
+    return summary
+
+
+def _checkpoint(out, step, module, optimizer, scheduler, dist: Distributed, tok_files, keep) -> None:
+    """Rank 0 writes; every rank contributes its RNG state so that a resume reproduces each rank's dropout."""
+    rng = dist.all_gather_object(torch.get_rng_state())
+    if dist.is_main:
+        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "loss": module.loss.state_dict(), "rng": rng}
+        save_checkpoint(out, step, module.student, state, tok_files, keep)
+    dist.barrier()
+
+
+def _parameter_checksum(module: nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: equal on all ranks iff the ranks hold identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _publish_final(out: Path, checkpoint: Path) -> None:
+    """The final model at the top of --output_dir: every file replaced atomically."""
+    for f in checkpoint.iterdir():
+        if f.name != "training_state.pt":
+            tmp = out / f".{f.name}.tmp"
+            shutil.copy2(f, tmp)
+            os.replace(tmp, out / f.name)
+
+
+def report(summary: dict[str, Any]) -> str:
+    rate = summary["samples_per_second"]
+    return (f"general-distill: {summary['steps']} steps on {summary['world_size']} rank(s) ({summary['backend']}), "
+            f"loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}"
+            + (f", {rate:.1f} samples/s" if rate else "") + f" -> {summary['config']['output_dir']}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from compress.cli import main
+
+    sys.exit(main(["general-distill", *sys.argv[1:]]))

@@ -1,0 +1,55 @@
+"""TinyBERT's layer-wise distillation losses.
+
+- Attention: MSE between student and teacher pre-softmax attention scores, over (query, key) pairs where
+  both positions are real tokens (padded positions carry the additive mask and are excluded).
+- Hidden states: MSE between student and teacher hidden states, the embedding output included, over real
+  tokens; a learned linear projection maps the student's width to the teacher's when they differ.
+- Layers: student layer i (1-based) learns from teacher layer i * (teacher depth / student depth).
+  `layers="last"` is the original TD code's variant: the last layer's scores and hidden state only.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer (1-based) for each student layer 1..S, uniformly spaced."""
+    if teacher_layers % student_layers:
+        raise ValueError(f"teacher depth {teacher_layers} is not a multiple of student depth {student_layers}")
+    step = teacher_layers // student_layers
+    return [i * step for i in range(1, student_layers + 1)]
+
+
+def attention_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE over valid (query, key) pairs; scores are (B, H, T, T), mask is (B, T)."""
+    valid = (mask[:, None, :, None] * mask[:, None, None, :]).bool().expand_as(student)
+    return nn.functional.mse_loss(student[valid], teacher[valid])
+
+
+def hidden_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE over real tokens; hidden states are (B, T, h)."""
+    valid = mask.bool()
+    return nn.functional.mse_loss(student[valid], teacher[valid])
+
+
+class DistillationLoss(nn.Module):
+    """Sum of attention and hidden-state losses over the mapped layers; owns the width projection."""
+
+    def __init__(self, student_layers: int, teacher_layers: int, student_width: int, teacher_width: int,
+                 layers: str = "all"):
+        super().__init__()
+        if layers not in ("all", "last"):
+            raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+        mapping = layer_map(student_layers, teacher_layers)
+        self.pairs = list(zip(range(1, student_layers + 1), mapping))
+        if layers == "last":
+            self.pairs = self.pairs[-1:]
+        self.include_embeddings = layers == "all"
+        self.projection = nn.Linear(student_width, teacher_width) if student_width != teacher_width else nn.Identity()
+
+    def forward(self, s_hidden, s_scores, t_hidden, t_scores, mask) -> dict[str, torch.Tensor]:
+        att = sum(attention_loss(s_scores[s - 1], t_scores[t - 1], mask) for s, t in self.pairs)
+        hidden_pairs = ([(0, 0)] if self.include_embeddings else []) + self.pairs
+        rep = sum(hidden_loss(self.projection(s_hidden[s]), t_hidden[t], mask) for s, t in hidden_pairs)
+        return {"loss": att + rep, "attention": att.detach(), "hidden": rep.detach()}
