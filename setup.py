@@ -14,9 +14,11 @@ setup(
         "safetensors",
         "tqdm",
         "numpy",
-        "nltk",
+        "mwparserfromhell",
+        "nupunkt",
         "pyyaml",
         "psutil",
+        "matplotlib",
     ],
     entry_points={"console_scripts": ["xcompress=compress.cli:main"]},
 )
