@@ -19,6 +19,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/decompose.py
 	$(PY) benchmarks/pregenerate.py
+	$(PY) benchmarks/general_distill.py
 
 clean:
 	rm -rf runs benchmarks/results .pytest_cache

@@ -27,12 +27,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from compress.measure import run_measuring_rss  # noqa: E402
+
 BIN = REPO / ".venv/bin"
 REFERENCE = {"single_samples_per_second": 7.35, "two_ranks_horovod_samples_per_second": 8.26, "peak_rss_gb": 5.1}
 
@@ -44,21 +45,10 @@ def _free_port() -> int:
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, list[int]]:
-    """Run to completion; wall seconds and the peak RSS of every process in the tree."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    root = psutil.Process(proc.pid)
-    peaks: dict[int, int] = {}
-    while proc.poll() is None:
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(0.05)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed:\n{proc.stderr.read()[-3000:]}")
-    return time.perf_counter() - start, sorted(peaks.values(), reverse=True)
+    wall, peaks, code, err = run_measuring_rss(cmd, REPO, env, poll_seconds=0.05)
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed:\n{err[-3000:]}")
+    return wall, peaks
 
 
 def prepare(work: Path) -> tuple[Path, dict[str, Path]]:

@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import bz2
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from compress.measure import run_measuring_rss  # noqa: E402
 from pregenerate.documents import DocumentProcessor  # noqa: E402
 from pregenerate.sources import iter_documents  # noqa: E402
 from pregenerate.tokenize import vocab_file  # noqa: E402
@@ -53,22 +50,6 @@ def make_inputs(work: Path) -> dict[str, Path]:
     return {"dump-1x": DUMP, "dump-8x": dump8, "text-1x": work / "text-1x.txt", "text-8x": work / "text-8x.txt"}
 
 
-def run_measured(cmd: list[str]) -> tuple[float, dict[int, int], int]:
-    """Wall seconds, peak RSS per process of the tree, exit code."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    root = psutil.Process(proc.pid)
-    peaks: dict[int, int] = {}
-    while proc.poll() is None:
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(0.02)
-    return time.perf_counter() - start, peaks, proc.returncode
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
@@ -86,9 +67,9 @@ def main() -> None:
                 cmd = [str(REPO / ".venv/bin/xcompress"), "pregenerate", "--train_corpus", str(path),
                        "--bert_model", "all-MiniLM-L6-v2", "--do_lower_case", "--epochs_to_generate", str(args.epochs),
                        "--max_seq_len", "128", "--num_workers", str(workers), "--output_dir", str(out), "--quiet"]
-                wall, peaks, code = run_measured(cmd)
+                wall, peaks, code, err = run_measuring_rss(cmd, REPO)
                 if code != 0:
-                    raise SystemExit(f"{name} with {workers} workers failed (exit {code})")
+                    raise SystemExit(f"{name} with {workers} workers failed (exit {code}): {err[-2000:]}")
                 s = json.loads((out / "pregenerate_summary.json").read_text())
                 instances = sum(s["instances_per_epoch"])
                 epoch_seconds = sum(e["seconds"] for e in s["epochs"])
@@ -99,7 +80,7 @@ def main() -> None:
                     "epoch_instances_per_second": instances / epoch_seconds,
                     "megabytes_per_second": s["text_megabytes"] * args.epochs / wall,
                     "speedup_vs_tinybert": instances / wall / TINYBERT["instances_per_second"],
-                    "peak_rss_mb_per_process": sorted(round(v / 1e6) for v in peaks.values()),
+                    "peak_rss_mb_per_process": sorted(round(v / 1e6) for v in peaks),
                 }
                 rows.append(row)
                 print(f"{name:<9} {workers:>7} {row['text_megabytes']:>8.1f} {row['corpus_seconds']:>9.1f} "

@@ -38,3 +38,27 @@ def size_on_disk(model_dir: str | Path) -> int:
     """Bytes of the weight files of a model directory."""
     d = Path(model_dir)
     return sum(f.stat().st_size for f in d.iterdir() if f.suffix in (".safetensors", ".bin", ".onnx"))
+
+
+def run_measuring_rss(cmd: list[str], cwd: str | Path, env: dict[str, str] | None = None,
+                      poll_seconds: float = 0.02) -> tuple[float, list[int], int, str]:
+    """Run a command to completion while polling its process tree.
+
+    Returns wall seconds, the peak RSS of every process of the tree (largest first), the exit code and stderr.
+    """
+    import subprocess
+
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(proc.pid)
+    peaks: dict[int, int] = {}
+    while proc.poll() is None:
+        try:
+            for p in [root, *root.children(recursive=True)]:
+                peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(poll_seconds)
+    return time.perf_counter() - start, sorted(peaks.values(), reverse=True), proc.returncode, proc.stderr.read()
