@@ -116,6 +116,11 @@ class Distributed:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model, optimizer
 
+    def autocast(self):
+        """bf16 autocast on GPUs that support it (no loss scaling needed); full precision on CPU."""
+        enabled = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def accumulating(self, model: nn.Module, last: bool):
         """Context for one micro-batch's backward: gradients are only exchanged on the last one."""
         if not last and isinstance(model, nn.parallel.DistributedDataParallel):

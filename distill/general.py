@@ -304,10 +304,12 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
             first = (in_epoch * cfg.gradient_accumulation_steps + m) * micro
             batch = {k: v.to(dist.device) for k, v in data.batch(epoch, epoch_ids[epoch][first:first + micro]).items()}
             t1 = time.perf_counter()
-            t_hidden, t_scores = teacher(**batch)
+            with dist.autocast():
+                t_hidden, t_scores = teacher(**batch)
             t2 = time.perf_counter()
             with dist.accumulating(model, last=m == cfg.gradient_accumulation_steps - 1):
-                losses = model(batch, t_hidden, t_scores)
+                with dist.autocast():
+                    losses = model(batch, t_hidden, t_scores)
                 (losses["loss"] / cfg.gradient_accumulation_steps).backward()
             t3 = time.perf_counter()
             for k in sums:
