@@ -14,6 +14,7 @@ With gradients enabled the folded weights are recomputed each forward (they are 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,10 +289,12 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        output_attention_scores: bool = False,
+        output_attention_scores: bool | Sequence[int] = False,
         return_dict: bool | None = None,
         **kwargs,
     ) -> TuckerBertModelOutput | tuple:
+        """BertModel's forward. `output_attention_scores`: True for every layer's pre-softmax scores, or the
+        0-based indices of the layers wanted (the others use the fused attention kernel and report None)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -306,11 +309,15 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
         if attention_mask is not None and not bool(attention_mask.all()):
             # Additive mask, broadcast over heads and query positions, as BertModel's eager path builds it.
             mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        want_scores = output_attentions or output_attention_scores
+        n_layers = len(self.encoder.layer)
+        if output_attentions or output_attention_scores is True:
+            score_layers = set(range(n_layers))
+        else:
+            score_layers = set(output_attention_scores or ())
         w = self.encoder.factors.folded()
         hidden, scores_all, probs_all = [x], [], []
-        for layer in self.encoder.layer:
-            x, scores, probs = layer(x, mask, w, want_scores)
+        for i, layer in enumerate(self.encoder.layer):
+            x, scores, probs = layer(x, mask, w, i in score_layers)
             hidden.append(x)
             scores_all.append(scores)
             probs_all.append(probs)
@@ -320,7 +327,7 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
             pooler_output=pooled,
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attentions=tuple(probs_all) if output_attentions else None,
-            attention_scores=tuple(scores_all) if output_attention_scores else None,
+            attention_scores=tuple(scores_all) if output_attention_scores is not False and score_layers else None,
         )
         return out if return_dict else out.to_tuple()
 
@@ -339,7 +346,7 @@ class TuckerBertForSequenceClassification(TuckerBertPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                output_attention_scores: bool = False, return_dict=None, **kwargs):
+                output_attention_scores: bool | Sequence[int] = False, return_dict=None, **kwargs):
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                         output_attentions, output_hidden_states, output_attention_scores, return_dict=True)
         logits = self.classifier(self.dropout(out.pooler_output))

@@ -106,7 +106,7 @@ class DistillationStep(nn.Module):
         self.student, self.loss = student, loss
 
     def forward(self, batch, t_hidden, t_scores):
-        out = self.student(**batch, output_hidden_states=True, output_attention_scores=True)
+        out = self.student(**batch, output_hidden_states=True, output_attention_scores=self.loss.student_score_layers)
         return self.loss(out.hidden_states, out.attention_scores, t_hidden, t_scores, batch["attention_mask"])
 
 
@@ -305,7 +305,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
             batch = {k: v.to(dist.device) for k, v in data.batch(epoch, epoch_ids[epoch][first:first + micro]).items()}
             t1 = time.perf_counter()
             with dist.autocast():
-                t_hidden, t_scores = teacher(**batch)
+                t_hidden, t_scores = teacher(**batch, score_layers=loss_fn.teacher_score_layers)
             t2 = time.perf_counter()
             with dist.accumulating(model, last=m == cfg.gradient_accumulation_steps - 1):
                 with dist.autocast():

@@ -48,6 +48,15 @@ class DistillationLoss(nn.Module):
         self.include_embeddings = layers == "all"
         self.projection = nn.Linear(student_width, teacher_width) if student_width != teacher_width else nn.Identity()
 
+    @property
+    def student_score_layers(self) -> list[int]:
+        """0-based student layers whose attention scores the loss reads (the others need none)."""
+        return [s - 1 for s, _ in self.pairs]
+
+    @property
+    def teacher_score_layers(self) -> list[int]:
+        return [t - 1 for _, t in self.pairs]
+
     def forward(self, s_hidden, s_scores, t_hidden, t_scores, mask) -> dict[str, torch.Tensor]:
         att = sum(attention_loss(s_scores[s - 1], t_scores[t - 1], mask) for s, t in self.pairs)
         hidden_pairs = ([(0, 0)] if self.include_embeddings else []) + self.pairs

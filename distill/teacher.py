@@ -6,6 +6,8 @@ definition as TuckerBertModel's `attention_scores`. The hooks only read: the tea
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -27,16 +29,22 @@ class ScoringTeacher(nn.Module):
         return hook
 
     @torch.no_grad()
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids, score_layers: Sequence[int] | None = None):
+        """Hidden states (embeddings first) and the scores of `score_layers` (0-based; all by default,
+        None for the others)."""
+        wanted = set(range(len(self._captured)) if score_layers is None else score_layers)
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         output_hidden_states=True)
         b, t = input_ids.shape
         additive = (1.0 - attention_mask[:, None, None, :].to(out.last_hidden_state.dtype)) * torch.finfo(
             out.last_hidden_state.dtype).min
         scores = []
-        for kept in self._captured:
-            q = kept["query"].view(b, t, self.heads, self.head_dim).transpose(1, 2)
-            k = kept["key"].view(b, t, self.heads, self.head_dim).transpose(1, 2)
-            scores.append(torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5 + additive)
+        for i, kept in enumerate(self._captured):
+            if i in wanted:
+                q = kept["query"].view(b, t, self.heads, self.head_dim).transpose(1, 2)
+                k = kept["key"].view(b, t, self.heads, self.head_dim).transpose(1, 2)
+                scores.append(torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5 + additive)
+            else:
+                scores.append(None)
             kept.clear()
         return out.hidden_states, tuple(scores)

@@ -68,6 +68,8 @@ def test_teacher_scores_match_eager_attention_and_leave_outputs_unchanged(teache
         assert torch.equal(a, b)
     for s, probs in zip(scores, ref.attentions):
         torch.testing.assert_close(s.softmax(-1), probs, atol=1e-5, rtol=0)
+    _, only_last = scoring(**batch, score_layers=[5])
+    assert only_last[:5] == (None,) * 5 and torch.equal(only_last[5], scores[5])
 
 
 def test_losses_ignore_padding_and_map_layers():
@@ -82,7 +84,8 @@ def test_losses_ignore_padding_and_map_layers():
     assert torch.equal(attention_loss(s2, t, mask), base)
     loss = DistillationLoss(6, 6, 256, 384, "all")
     assert isinstance(loss.projection, torch.nn.Linear) and len(loss.pairs) == 6
-    assert len(DistillationLoss(6, 6, 384, 384, "last").pairs) == 1
+    last = DistillationLoss(6, 6, 384, 384, "last")
+    assert last.pairs == [(6, 6)] and last.student_score_layers == [5] and last.teacher_score_layers == [5]
 
 
 def test_reader_is_deterministic_sharded_and_lazy(pregenerated, teacher_dir):

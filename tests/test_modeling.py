@@ -143,3 +143,14 @@ def test_config_refuses_impossible_geometry(bad):
                   intermediate_size=1536) | bad
     with pytest.raises(Exception, match="intermediate_size|rank_dim|rank_layer|ops"):
         TuckerBertConfig(**kwargs)
+
+
+def test_scores_for_selected_layers_only(teacher, token_batch):
+    td = _td_from_teacher(teacher, 36, 96)
+    with torch.no_grad():
+        full = td(**token_batch, output_hidden_states=True, output_attention_scores=True)
+        last = td(**token_batch, output_hidden_states=True, output_attention_scores=[5])
+    assert last.attention_scores[:5] == (None,) * 5
+    torch.testing.assert_close(last.attention_scores[5], full.attention_scores[5])
+    for a, b in zip(full.hidden_states, last.hidden_states):  # fused and explicit attention agree
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
