@@ -21,16 +21,23 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [i * step for i in range(1, student_layers + 1)]
 
 
+def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference over the positions where `valid` (broadcastable) is true. A masked sum rather
+    than boolean indexing: no copies of the selected elements, no host synchronisation, and masked positions
+    (which carry the additive mask) contribute exactly zero, gradient included."""
+    valid = valid.expand_as(student)
+    diff = torch.where(valid, student - teacher, torch.zeros((), dtype=student.dtype, device=student.device))
+    return diff.pow(2).sum() / valid.sum().clamp(min=1)
+
+
 def attention_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """MSE over valid (query, key) pairs; scores are (B, H, T, T), mask is (B, T)."""
-    valid = (mask[:, None, :, None] * mask[:, None, None, :]).bool().expand_as(student)
-    return nn.functional.mse_loss(student[valid], teacher[valid])
+    return _masked_mse(student, teacher, (mask[:, None, :, None] * mask[:, None, None, :]).bool())
 
 
 def hidden_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """MSE over real tokens; hidden states are (B, T, h)."""
-    valid = mask.bool()
-    return nn.functional.mse_loss(student[valid], teacher[valid])
+    return _masked_mse(student, teacher, mask.bool()[:, :, None])
 
 
 class DistillationLoss(nn.Module):
