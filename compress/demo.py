@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                 teacher_model=cfg.teacher_model, output_dir=str(target),
                 config=str(REPO / "models" / name / "config.json"), overwrite_output_dir=True))
         else:
-            summary = _read_json(target / "decompose_summary.json")
+            summary = json.loads((target / "decompose_summary.json").read_text())
         rows[0]["encoder_params"] = summary["teacher_encoder_params"]
         student = TuckerBertModel.from_pretrained(str(target))
         rows.append({
@@ -81,13 +82,6 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     result = {"config": dataclasses.asdict(cfg), "rows": rows, "output_dir": str(out)}
     write_json(out / "demo_summary.json", result)
     return result
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    with open(path) as f:
-        return json.load(f)
 
 
 def report(result: dict[str, Any]) -> str:

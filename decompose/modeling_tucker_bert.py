@@ -33,6 +33,12 @@ from .stacking import OPS
 FAN_IN_KINDS = tuple(f"ffn_out_{j}" for j in range(4))
 
 
+def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) 0/1 mask -> (B, 1, 1, T) additive mask, as BertModel's eager path builds it: padded keys get the
+    dtype's minimum, so softmax gives them zero weight and pre-softmax scores show where they are."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
 @dataclass
 class FoldedWeights:
     """Per-forward weights derived from the shared factors (see module docstring)."""
@@ -307,8 +313,7 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
                             position_ids=position_ids, inputs_embeds=inputs_embeds)
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
-            # Additive mask, broadcast over heads and query positions, as BertModel's eager path builds it.
-            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+            mask = additive_attention_mask(attention_mask, x.dtype)
         n_layers = len(self.encoder.layer)
         if output_attentions or output_attention_scores is True:
             score_layers = set(range(n_layers))

@@ -15,7 +15,3 @@ def encoder_params(model: nn.Module) -> int:
     base = getattr(model, "base_model", model)
     return sum(p.numel() for name, p in base.encoder.named_parameters() if "LayerNorm" not in name)
 
-
-def total_params(model: nn.Module) -> int:
-    """Every parameter, shared ones counted once."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -183,16 +183,6 @@ class Distributed:
             t /= self.world_size
         return dict(zip(values, t.tolist()))
 
-    def broadcast_object(self, obj: Any) -> Any:
-        """A small picklable object from rank 0 to all ranks."""
-        if self.world_size == 1:
-            return obj
-        if self._hvd is not None:
-            return self._hvd.broadcast_object(obj, root_rank=0)
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
     def barrier(self) -> None:
         if self._hvd is not None:
             self._hvd.allreduce(torch.zeros(1), name="barrier")

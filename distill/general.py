@@ -32,15 +32,13 @@ from tqdm import tqdm
 from compress.atomic import write_json
 from compress.errors import InputError
 from compress.model_paths import read_config_dict, resolve_model_dir
+from decompose.stage import TOKENIZER_FILES
 
 from .checkpoint import checkpoint_dirs, load_training_state, save_checkpoint
 from .data import PregeneratedEpochs, read_vocab_ids
 from .dist import Distributed
 from .losses import DistillationLoss
 from .teacher import ScoringTeacher
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-
 
 @dataclasses.dataclass
 class GeneralDistillConfig:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from decompose.modeling_tucker_bert import additive_attention_mask
+
 
 class ScoringTeacher(nn.Module):
     def __init__(self, bert: nn.Module):
@@ -36,8 +38,7 @@ class ScoringTeacher(nn.Module):
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         output_hidden_states=True)
         b, t = input_ids.shape
-        additive = (1.0 - attention_mask[:, None, None, :].to(out.last_hidden_state.dtype)) * torch.finfo(
-            out.last_hidden_state.dtype).min
+        additive = additive_attention_mask(attention_mask, out.last_hidden_state.dtype)
         scores = []
         for i, kept in enumerate(self._captured):
             if i in wanted:
