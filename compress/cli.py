@@ -39,6 +39,11 @@ STAGES = {
     "pregenerate": ("pregenerate.stage", "Wikipedia dump or text -> masked-LM training epochs"),
     "decompose": ("decompose.stage", "dense BERT teacher -> shared-core Tucker (TD) student"),
     "general-distill": ("distill.general", "layer-wise distillation of a TD student on pre-generated data"),
+    "finetune": ("distill.finetune", "fine-tune a teacher (or any BERT/TD model) on a GLUE task"),
+    "fit-mlm-head": ("distill.mlm_head", "fit a masked-LM head to a frozen encoder (for augment)"),
+    "augment": ("distill.augment", "TinyBERT data augmentation of a GLUE task's training set"),
+    "task-distill": ("distill.task", "distil a fine-tuned teacher into a TD student on a GLUE task"),
+    "evaluate": ("distill.evaluate", "GLUE dev metrics (and test submissions) of a model"),
     "demo": ("compress.demo", "the main job on the embedded defaults"),
 }
 
@@ -46,7 +51,7 @@ STAGES = {
 def build_parser(stage: str | None = None) -> FlagParser:
     """The CLI parser; with `stage`, only that stage's module is imported to define its flags."""
     parser = FlagParser(prog="xcompress", description="Extreme compression of BERT-family encoders.")
-    sub = parser.add_subparsers(dest="stage", required=True, parser_class=FlagParser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=FlagParser)
     for name, (module_name, help_line) in STAGES.items():
         p = sub.add_parser(name, help=help_line)
         if name == stage:
@@ -58,14 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = next((a for a in argv if a in STAGES), None)
     args = build_parser(stage).parse_args(argv)
-    module = importlib.import_module(STAGES[args.stage][0])
+    module = importlib.import_module(STAGES[args.command][0])
     try:
         summary = module.run(module.config_from_args(args))
     except InputError as e:
-        print(f"xcompress {args.stage}: error: {e}", file=sys.stderr)
+        print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 2
     except PeerFailure as e:
-        print(f"xcompress {args.stage}: error: {e}", file=sys.stderr)
+        print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 1
     print(module.report(summary))
     return 0

@@ -54,3 +54,16 @@ def read_config_dict(model_dir: Path, flag: str) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise InputError(f"{flag} {cfg_path}: config is not a JSON object")
     return cfg
+
+
+def shared_vocab(teacher_dir: Path, student_dir: Path, teacher_flag: str = "--teacher_model",
+                 student_flag: str = "--student_model") -> Path:
+    """The teacher's vocab.txt, checked against the student's: distillation needs one tokenizer for both."""
+    t_vocab = teacher_dir / "vocab.txt"
+    if not t_vocab.is_file():
+        raise InputError(f"{teacher_flag} {teacher_dir}: no vocab.txt")
+    s_vocab = student_dir / "vocab.txt"
+    if s_vocab.is_file() and s_vocab.read_bytes() != t_vocab.read_bytes():
+        raise InputError(f"{student_flag} {student_dir}: its vocab.txt differs from the teacher's; "
+                         "teacher and student must share one tokenizer")
+    return t_vocab

@@ -86,11 +86,7 @@ class PregeneratedEpochs:
 
     def example_ids(self, epoch: int, seed: int, rank: int, world_size: int) -> np.ndarray:
         """This rank's examples of an epoch, in order; equal counts on every rank."""
-        n = self.num_examples(epoch)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g).numpy()
-        per_rank = n // world_size
-        return order[rank::world_size][:per_rank]
+        return rank_permutation(self.num_examples(epoch), seed, epoch, rank, world_size)
 
     def batch(self, epoch: int, ids: np.ndarray) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask, token_type_ids for examples `ids`, padded to the longest."""
@@ -115,6 +111,14 @@ class PregeneratedEpochs:
         for f in self._handles.values():
             f.close()
         self._handles.clear()
+
+
+def rank_permutation(n: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """Rank `rank`'s share of a permutation of range(n) drawn from (seed, epoch): every world_size-th index,
+    the same count on every rank (the remainder is left out, so all ranks take the same number of steps)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g).numpy()
+    return order[rank::world_size][:n // world_size]
 
 
 def _scan_offsets(path: Path) -> np.ndarray:

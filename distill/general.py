@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +28,15 @@ from tqdm import tqdm
 
 from compress.atomic import write_json
 from compress.errors import InputError
-from compress.model_paths import read_config_dict, resolve_model_dir
+from compress.model_paths import read_config_dict, resolve_model_dir, shared_vocab
 from decompose.stage import TOKENIZER_FILES
 
-from .checkpoint import checkpoint_dirs, load_training_state, save_checkpoint
+from .checkpoint import checkpoint_dirs, load_training_state, parameter_checksum, publish_model, save_checkpoint
 from .data import PregeneratedEpochs, read_vocab_ids
 from .dist import Distributed
+from .flags import check_training_flags
 from .losses import DistillationLoss
+from .optim import linear_schedule, param_groups
 from .teacher import ScoringTeacher
 
 @dataclasses.dataclass
@@ -108,23 +107,6 @@ class DistillationStep(nn.Module):
         return self.loss(out.hidden_states, out.attention_scores, t_hidden, t_scores, batch["attention_mask"])
 
 
-def _validate(cfg: GeneralDistillConfig, world_size: int) -> None:
-    for ok, flag, what in [
-        (cfg.train_batch_size >= 1, "--train_batch_size", "must be >= 1"),
-        (cfg.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps", "must be >= 1"),
-        (cfg.learning_rate > 0, "--learning_rate", "must be > 0"),
-        (cfg.num_train_epochs > 0, "--num_train_epochs", "must be > 0"),
-        (cfg.max_steps is None or cfg.max_steps >= 1, "--max_steps", "must be >= 1"),
-        (cfg.save_steps >= 1, "--save_steps", "must be >= 1"),
-        (cfg.save_total_limit >= 1, "--save_total_limit", "must be >= 1"),
-    ]:
-        if not ok:
-            raise InputError(f"{flag} {getattr(cfg, flag[2:])}: {what}")
-    if cfg.train_batch_size % (world_size * cfg.gradient_accumulation_steps):
-        raise InputError(f"--train_batch_size {cfg.train_batch_size}: not divisible by {world_size} ranks x "
-                         f"{cfg.gradient_accumulation_steps} accumulation steps")
-
-
 def _load_teacher(cfg: GeneralDistillConfig):
     from decompose.stage import load_dense_teacher
 
@@ -165,18 +147,6 @@ def _load_student(cfg: GeneralDistillConfig, teacher, student_dir: Path):
     return TuckerBertModel(config)
 
 
-def _vocab_file(cfg: GeneralDistillConfig, teacher_dir: Path, student_dir: Path) -> Path:
-    """The shared vocabulary; teacher and student with different vocabularies cannot be distilled."""
-    t_vocab = teacher_dir / "vocab.txt"
-    if not t_vocab.is_file():
-        raise InputError(f"--teacher_model {cfg.teacher_model}: no vocab.txt")
-    s_vocab = student_dir / "vocab.txt"
-    if s_vocab.is_file() and s_vocab.read_bytes() != t_vocab.read_bytes():
-        raise InputError(f"--student_model {cfg.student_model}: its vocab.txt differs from the teacher's; "
-                         "teacher and student must share one tokenizer")
-    return t_vocab
-
-
 def _prepare_output(cfg: GeneralDistillConfig) -> Path:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
@@ -190,24 +160,6 @@ def _prepare_output(cfg: GeneralDistillConfig) -> Path:
             raise InputError(f"--output_dir {out}: directory exists and is not empty (pass --resume to continue "
                              "its run, or --overwrite_output_dir to replace it)")
     return out
-
-
-def _schedule(optimizer, warmup: int, total: int):
-    """Linear warmup, then linear decay to zero."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith("bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _position(step: int, steps_in_epoch) -> tuple[int, int]:
@@ -234,11 +186,11 @@ def run(cfg: GeneralDistillConfig) -> dict[str, Any]:
 
 def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
-    _validate(cfg, dist.world_size)
+    check_training_flags(cfg, dist.world_size)
     out = _prepare_output(cfg)
     teacher_dir, teacher_bert = _load_teacher(cfg)
     student_dir = resolve_model_dir(cfg.student_model, "--student_model")
-    vocab = _vocab_file(cfg, teacher_dir, student_dir)
+    vocab = shared_vocab(teacher_dir, student_dir)
     data = PregeneratedEpochs(cfg.pregenerated_data, read_vocab_ids(vocab))
     student = _load_student(cfg, teacher_bert, student_dir)
     if student.pooler is not None:
@@ -253,7 +205,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     if data.steps_per_epoch(0, cfg.train_batch_size) == 0:
         raise InputError(f"--train_batch_size {cfg.train_batch_size}: larger than an epoch of {cfg.pregenerated_data}")
     total = cfg.max_steps or max(1, int(cfg.num_train_epochs * data.steps_per_epoch(0, cfg.train_batch_size)))
-    optimizer = torch.optim.AdamW(_param_groups(module, cfg.weight_decay), lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.learning_rate)
     latest = checkpoint_dirs(out)[-1] if cfg.resume else None
     state = load_training_state(latest) if latest is not None else None
     if state is not None:
@@ -261,7 +213,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
         module.loss.load_state_dict(state["loss"])
     # Wrapping may replace the optimizer (Horovod builds a new one): schedule and restore state on what it returns.
     model, optimizer = dist.wrap(module, optimizer, cfg.gradient_accumulation_steps)
-    scheduler = _schedule(optimizer, int(cfg.warmup_proportion * total), total)
+    scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total), total)
     start_step = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -339,7 +291,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     bar.close()
     data.close()
     seconds = time.perf_counter() - started
-    checksums = dist.all_gather_object(_parameter_checksum(module))
+    checksums = dist.all_gather_object(parameter_checksum(module))
     summary = {"steps": total, "resumed_from_step": start_step, "world_size": dist.world_size,
                "parameter_checksums_by_rank": checksums, "ranks_in_sync": len(set(checksums)) == 1,
                "backend": dist.backend, "first_loss": first_loss, "final_loss": metrics.get("loss"),
@@ -347,7 +299,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
                "seconds": seconds, "time_split_seconds": timing, "config": dataclasses.asdict(cfg)}
     if dist.is_main:
         log.close()
-        _publish_final(out, out / "checkpoints" / f"step_{total}")
+        publish_model(out, out / "checkpoints" / f"step_{total}")
         write_json(out / "general_distill_summary.json", summary)
     dist.barrier()
     return summary
@@ -361,24 +313,6 @@ def _checkpoint(out, step, module, optimizer, scheduler, dist: Distributed, tok_
                  "loss": module.loss.state_dict(), "rng": rng}
         save_checkpoint(out, step, module.student, state, tok_files, keep)
     dist.barrier()
-
-
-def _parameter_checksum(module: nn.Module) -> str:
-    """SHA-256 of every parameter's bytes: equal on all ranks iff the ranks hold identical weights."""
-    h = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _publish_final(out: Path, checkpoint: Path) -> None:
-    """The final model at the top of --output_dir: every file replaced atomically."""
-    for f in checkpoint.iterdir():
-        if f.name != "training_state.pt":
-            tmp = out / f".{f.name}.tmp"
-            shutil.copy2(f, tmp)
-            os.replace(tmp, out / f.name)
 
 
 def report(summary: dict[str, Any]) -> str:

@@ -1,0 +1,109 @@
+"""Sequence classifiers of every kind xcompress makes, loaded for one GLUE task, and their predictions.
+
+A directory is a *task model* when its config names the task it was trained on (`finetuning_task`, written by
+`xcompress finetune` and `task-distill`, and by Hugging Face's run_glue) or its architecture is a
+...ForSequenceClassification; its number of labels must then match the task. Any other BERT or TD directory is
+an encoder that gets a fresh classification head for the task.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import InputError
+from compress.model_paths import read_config_dict, resolve_model_dir
+
+from .dist import Distributed
+from .glue import GlueTask
+from .metrics import glue_metrics
+from .task_data import TaskFeatures
+
+
+def is_task_model(config: dict[str, Any]) -> bool:
+    return bool(config.get("finetuning_task")) or any(
+        a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+
+
+def task_config_fields(task: GlueTask) -> dict[str, Any]:
+    """What a model trained on `task` records in its config."""
+    labels = task.labels or ("score",)
+    return {"finetuning_task": task.name, "num_labels": task.num_labels,
+            "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)},
+            "problem_type": "regression" if task.is_regression else "single_label_classification"}
+
+
+def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_model: bool = False) -> tuple[nn.Module, Path]:
+    """The model of `name_or_path` as a classifier for `task`, and its directory."""
+    from transformers import BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from decompose import TuckerBertForSequenceClassification
+
+    hf_logging.set_verbosity_error()  # its load report would list the new head as a problem; it is checked here
+    model_dir = resolve_model_dir(name_or_path, flag)
+    config = read_config_dict(model_dir, flag)
+    classes = {"bert": BertForSequenceClassification, "tucker_bert": TuckerBertForSequenceClassification}
+    cls = classes.get(config.get("model_type"))
+    if cls is None:
+        raise InputError(f"{flag} {name_or_path}: model_type {config.get('model_type')!r} is not a BERT or TD model")
+    trained = is_task_model(config)
+    if trained:
+        labels = config.get("num_labels", len(config.get("id2label") or {}) or 2)
+        if labels != task.num_labels:
+            raise InputError(f"{flag} {name_or_path}: has {labels} output label(s) but {task.name} has {task.num_labels}")
+        if config.get("finetuning_task") not in (None, task.name):
+            raise InputError(f"{flag} {name_or_path}: was trained on {config['finetuning_task']}, not {task.name}")
+    elif need_task_model:
+        raise InputError(f"{flag} {name_or_path}: not fine-tuned on {task.name} (a plain pre-trained teacher gives "
+                         "poor students; run `xcompress finetune` first)")
+    try:
+        model_config = cls.config_class.from_pretrained(str(model_dir))
+        if not trained:
+            model_config.update(task_config_fields(task))
+        model, info = cls.from_pretrained(str(model_dir), config=model_config, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InputError(f"{flag} {name_or_path}: cannot load weights ({str(e).splitlines()[0]})") from e
+    head = ("classifier.", "pooler.", "bert.pooler.")
+    missing = [k for k in info["missing_keys"] if not (not trained and k.startswith(head))]
+    if missing or info["mismatched_keys"]:
+        bad = sorted(missing or [k for k, *_ in info["mismatched_keys"]])[:3]
+        raise InputError(f"{flag} {name_or_path}: weights missing or mismatched: {', '.join(bad)}")
+    return model.eval(), model_dir
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, features: TaskFeatures, batch_size: int, dist: Distributed | None = None) -> np.ndarray:
+    """Logits of every example, (N, num_labels). Under several ranks each predicts a slice and all get the whole."""
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    device = dist.device if dist is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    mine = np.arange(len(features))[rank::world]
+    # Sorting by length keeps padding small; the original order is restored below.
+    mine = mine[np.argsort([len(features.input_ids[i]) for i in mine], kind="stable")]
+    chunks = []
+    for start in range(0, len(mine), batch_size):
+        batch = features.batch(mine[start:start + batch_size])
+        batch.pop("labels")
+        chunks.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())
+    model.train(was_training)
+    logits = np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    parts = dist.all_gather_object((mine, logits)) if dist is not None else [(mine, logits)]
+    out = np.zeros((len(features), logits.shape[1]), dtype=np.float32)
+    for ids, rows in parts:
+        out[ids] = rows
+    return out
+
+
+def predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
+def evaluate_features(model: nn.Module, task: GlueTask, features: TaskFeatures, batch_size: int,
+                      dist: Distributed | None = None) -> dict[str, float]:
+    logits = predict_logits(model, features, batch_size, dist)
+    return glue_metrics(task.metric, predictions(task, logits), features.labels)

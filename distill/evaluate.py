@@ -1,0 +1,93 @@
+"""Evaluate a classifier (dense BERT, TD, and the later pruned and quantized models) on a GLUE task's dev
+files, and with `--do_predict` write GLUE submission files for its test files.
+
+    xcompress evaluate --model runs/td-sst2 --task_name SST-2 --data_dir data/glue_data
+    xcompress evaluate --model runs/td-sst2 --task_name SST-2 --data_dir data/glue_data --do_predict --output_dir runs/sub
+
+Metrics go to stdout and `eval_results_<task>.json` in `--output_dir` (default: the model's directory);
+submissions are `<output_dir>/<TASK>.tsv` (`MNLI-m.tsv` and `MNLI-mm.tsv` for MNLI), `index<TAB>prediction`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from compress.atomic import write_json
+from compress.errors import InputError
+
+from .classifier import evaluate_features, load_classifier, predict_logits, predictions
+from .glue import GlueTask, dev_files, get_task, test_files
+from .task_data import load_features, load_tokenizer
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    model: str
+    task_name: str
+    data_dir: str
+    output_dir: str | None = None
+    do_predict: bool = False
+    max_seq_length: int = 128
+    eval_batch_size: int = 128
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a model fine-tuned or distilled on the task")
+    p.add_argument("--task_name", required=True)
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--output_dir", help="where the JSON metrics (and submissions) go; default: the model directory")
+    p.add_argument("--do_predict", action="store_true", help="also write GLUE submission files for the test split")
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--eval_batch_size", type=int, default=128)
+
+
+def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
+    return EvaluateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluateConfig)})
+
+
+def run(cfg: EvaluateConfig) -> dict[str, Any]:
+    task = get_task(cfg.task_name)
+    if cfg.eval_batch_size < 1:
+        raise InputError(f"--eval_batch_size {cfg.eval_batch_size}: must be >= 1")
+    model, model_dir = load_classifier(cfg.model, "--model", task, need_task_model=True)
+    tokenizer = load_tokenizer(model_dir, "--model")
+    devs = {p.stem: load_features(task, p, tokenizer, cfg.max_seq_length) for p in dev_files(task, cfg.data_dir)}
+    tests = [(load_features(task, p, tokenizer, cfg.max_seq_length, labelled=False), name)
+             for p, name in test_files(task, cfg.data_dir)] if cfg.do_predict else []
+    out = Path(cfg.output_dir) if cfg.output_dir else model_dir
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output_dir {out}: exists and is not a directory")
+    started = time.perf_counter()
+    results = {name: evaluate_features(model, task, feats, cfg.eval_batch_size) for name, feats in devs.items()}
+    seconds = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    submissions = [_write_submission(out / f"{name}.tsv", task, feats, predict_logits(model, feats, cfg.eval_batch_size))
+                   for feats, name in tests]
+    summary = {"model": str(model_dir), "task": task.name, "dev": results, "dev_examples": {k: len(v) for k, v in devs.items()},
+               "eval_seconds": seconds, "submissions": submissions, "config": dataclasses.asdict(cfg)}
+    write_json(out / f"eval_results_{task.name}.json", summary)
+    return summary
+
+
+def _write_submission(path: Path, task: GlueTask, feats, logits) -> str:
+    preds = predictions(task, logits)
+    values = [f"{min(5.0, max(0.0, float(v))):.3f}" for v in preds] if task.is_regression else [task.labels[i] for i in preds]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write("index\tprediction\n")
+        for guid, v in zip(feats.guids, values):
+            f.write(f"{guid}\t{v}\n")
+    tmp.replace(path)
+    return str(path)
+
+
+def report(summary: dict[str, Any]) -> str:
+    lines = [f"evaluate {summary['task']} {summary['model']}:"]
+    for name, metrics in summary["dev"].items():
+        lines.append(f"  {name} ({summary['dev_examples'][name]} examples): "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    lines += [f"  submission: {p}" for p in summary["submissions"]]
+    return "\n".join(lines)

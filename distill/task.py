@@ -1,0 +1,142 @@
+"""Task distillation (TinyBERT's second stage): a general TD student learns a fine-tuned teacher's task.
+
+Phase `intermediate` distils attention scores and hidden states as general distillation does; phase
+`prediction` distils the teacher's logits (soft cross-entropy at `--temperature`; MSE for regression), evaluates
+on dev every `--eval_step` steps and keeps the best. TinyBERT's two runs, and one run doing both:
+
+    xcompress task-distill --teacher_model runs/teacher-sst2 --student_model runs/gd-36-192 --task_name SST-2 \
+        --data_dir data/glue_data --output_dir runs/td-sst2-1 --aug_train                     (intermediate)
+    xcompress task-distill --teacher_model runs/teacher-sst2 --student_model runs/td-sst2-1 --task_name SST-2 \
+        --data_dir data/glue_data --output_dir runs/td-sst2 --aug_train --pred_distill        (prediction)
+    xcompress task-distill ... --stage both                                                   (one run)
+    torchrun --nproc_per_node 2 -m distill.task ...                     (also python -m torch.distributed.launch)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+import torch
+
+from compress.errors import InputError
+from compress.model_paths import shared_vocab
+
+from .losses import DistillationLoss
+from .task_run import TaskRun, add_loop_arguments
+from .task_training import IntermediateObjective, Phase, PredictionObjective, model_inputs
+from .teacher import ScoringTeacher
+
+
+@dataclasses.dataclass
+class TaskDistillConfig:
+    teacher_model: str
+    student_model: str
+    task_name: str
+    data_dir: str
+    output_dir: str
+    aug_train: bool = False
+    pred_distill: bool = False
+    stage: str | None = None
+    temperature: float = 1.0
+    loss_layers: str = "all"
+    num_train_epochs: float = 3.0
+    learning_rate: float = 3e-5
+    intermediate_epochs: float = 10.0
+    intermediate_learning_rate: float = 5e-5
+    max_seq_length: int = 128
+    train_batch_size: int = 32
+    eval_batch_size: int = 128
+    gradient_accumulation_steps: int = 1
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_steps: int | None = None
+    max_train_examples: int | None = None
+    eval_step: int = 50
+    log_steps: int = 10
+    seed: int = 42
+    overwrite_output_dir: bool = False
+    do_lower_case: bool = False
+    quiet: bool = False
+
+    @property
+    def phases(self) -> list[str]:
+        stage = self.stage or ("prediction" if self.pred_distill else "intermediate")
+        return ["intermediate", "prediction"] if stage == "both" else [stage]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher_model", required=True, help="dense BERT fine-tuned on the task (xcompress finetune)")
+    p.add_argument("--student_model", required=True, help="TD directory (general distillation, or a phase-1 output)")
+    p.add_argument("--aug_train", action="store_true", help="train on train_aug.tsv (xcompress augment)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--pred_distill", action="store_true", help="phase 2 only: distil predictions")
+    group.add_argument("--stage", choices=["intermediate", "prediction", "both"],
+                       help="which phases to run (default: intermediate, or prediction with --pred_distill)")
+    p.add_argument("--loss_layers", choices=["all", "last"], default="all")
+    p.add_argument("--num_train_epochs", type=float, default=3.0, help="epochs of the prediction phase")
+    p.add_argument("--learning_rate", type=float, default=3e-5, help="learning rate of the prediction phase")
+    p.add_argument("--intermediate_epochs", type=float, default=10.0, help="epochs of the intermediate phase")
+    p.add_argument("--intermediate_learning_rate", type=float, default=5e-5)
+    add_loop_arguments(p, TaskDistillConfig)
+
+
+def config_from_args(args: argparse.Namespace) -> TaskDistillConfig:
+    return TaskDistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TaskDistillConfig)})
+
+
+def run(cfg: TaskDistillConfig) -> dict[str, Any]:
+    with TaskRun(cfg, "task-distill") as job:
+        teacher, teacher_dir = job.load_model(cfg.teacher_model, "--teacher_model", need_task_model=True)
+        if teacher.config.model_type != "bert":
+            raise InputError(f"--teacher_model {cfg.teacher_model}: the teacher must be a dense BERT model")
+        student, student_dir = job.load_model(cfg.student_model, "--student_model")
+        if student.config.model_type != "tucker_bert":
+            raise InputError(f"--student_model {cfg.student_model}: not a TD model (make one with `xcompress decompose` "
+                             "and `xcompress general-distill`)")
+        shared_vocab(teacher_dir, student_dir)
+        job.prepare(student_dir, cfg.aug_train)
+        phases = []
+        for name in cfg.phases:
+            phase = _intermediate(cfg, teacher, student) if name == "intermediate" else _prediction(cfg, teacher, student, job)
+            phases.append(job.run_phase(phase))
+        return job.finish(phases)
+
+
+def _intermediate(cfg: TaskDistillConfig, teacher, student) -> Phase:
+    # The classifier and pooler take no part in the layer-wise losses; frozen, they are not left unused.
+    student.requires_grad_(True)
+    student.classifier.requires_grad_(False)
+    if student.bert.pooler is not None:
+        student.bert.pooler.requires_grad_(False)
+    loss = DistillationLoss(student.config.num_hidden_layers, teacher.config.num_hidden_layers,
+                            student.config.hidden_size, teacher.config.hidden_size, cfg.loss_layers)
+    scorer = ScoringTeacher(teacher.bert)
+    layers = loss.teacher_score_layers
+    return Phase("intermediate", IntermediateObjective(student, loss), student,
+                 lambda batch: scorer(**model_inputs(batch), score_layers=layers),
+                 cfg.intermediate_epochs, cfg.intermediate_learning_rate, evaluate=False)
+
+
+def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun) -> Phase:
+    student.requires_grad_(True)
+
+    @torch.no_grad()
+    def teacher_logits(batch):
+        return teacher(**model_inputs(batch)).logits
+
+    return Phase("prediction", PredictionObjective(student, cfg.temperature, job.task.is_regression), student,
+                 teacher_logits, cfg.num_train_epochs, cfg.learning_rate, evaluate=True)
+
+
+def report(summary: dict[str, Any]) -> str:
+    return TaskRun.report(summary)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from compress.cli import main
+
+    sys.exit(main(["task-distill", *sys.argv[1:]]))

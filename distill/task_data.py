@@ -1,0 +1,73 @@
+"""GLUE examples as model inputs: WordPiece ids from the model directory's own tokenizer, truncated to
+`max_seq_length` (longest sequence first, as BERT does), padded per batch to the batch's longest row.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.errors import InputError
+
+from .glue import Example, GlueTask, read_examples
+
+
+def load_tokenizer(model_dir: Path, flag: str):
+    """The fast WordPiece tokenizer saved with a model (vocab.txt or tokenizer.json)."""
+    from transformers import BertTokenizerFast
+
+    if not any((model_dir / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
+        raise InputError(f"{flag} {model_dir}: no tokenizer (vocab.txt or tokenizer.json) beside the weights")
+    return BertTokenizerFast.from_pretrained(str(model_dir))
+
+
+@dataclasses.dataclass
+class TaskFeatures:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: np.ndarray  # label indices (int64), scores (float32), or -1 for unlabelled rows
+    guids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def batch(self, ids) -> dict[str, torch.Tensor]:
+        ids = [int(i) for i in ids]
+        length = max(len(self.input_ids[i]) for i in ids)
+        input_ids = torch.zeros(len(ids), length, dtype=torch.long)
+        segments = torch.zeros_like(input_ids)
+        mask = torch.zeros_like(input_ids)
+        for row, i in enumerate(ids):
+            n = len(self.input_ids[i])
+            input_ids[row, :n] = torch.tensor(self.input_ids[i])
+            segments[row, :n] = torch.tensor(self.token_type_ids[i])
+            mask[row, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": segments,
+                "labels": torch.from_numpy(self.labels[ids])}
+
+
+def encode(task: GlueTask, examples: list[Example], tokenizer, max_seq_length: int) -> TaskFeatures:
+    if max_seq_length < 8:
+        raise InputError(f"--max_seq_length {max_seq_length}: must be >= 8")
+    texts_a = [e.text_a for e in examples]
+    texts_b = [e.text_b for e in examples] if task.train.text_b is not None else None
+    enc = tokenizer(texts_a, texts_b, truncation="longest_first" if texts_b else True, max_length=max_seq_length,
+                    return_attention_mask=False, return_token_type_ids=True)
+    if task.is_regression:
+        labels = np.array([np.nan if e.label is None else e.label for e in examples], dtype=np.float32)
+    else:
+        index = {label: i for i, label in enumerate(task.labels)}
+        labels = np.array([-1 if e.label is None else index[e.label] for e in examples], dtype=np.int64)
+    return TaskFeatures(enc["input_ids"], enc["token_type_ids"], labels, [e.guid for e in examples])
+
+
+def load_features(task: GlueTask, path: Path, tokenizer, max_seq_length: int, max_examples: int | None = None,
+                  seed: int = 42, labelled: bool = True) -> TaskFeatures:
+    """A GLUE file as features; `max_examples` keeps a seeded random subset (in file order) for quick runs."""
+    examples = read_examples(task, path, labelled)
+    if max_examples is not None and max_examples < len(examples):
+        keep = np.sort(np.random.default_rng(seed).choice(len(examples), max_examples, replace=False))
+        examples = [examples[i] for i in keep]
+    return encode(task, examples, tokenizer, max_seq_length)

@@ -1,0 +1,174 @@
+"""The training loop of the task stages (fine-tuning a teacher, both phases of task distillation), and the
+per-batch objectives they plug into it.
+
+A phase is: an objective module (what is trained, and how the loss is computed from a batch and the teacher's
+outputs), an optional teacher, epochs and a learning rate. The loop shuffles per epoch from the seed, splits
+the global batch over ranks and accumulation steps, evaluates on dev every `eval_step` steps and at the end
+(every rank predicts a slice, all see the same score), and keeps the best model in `best/`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import save_model_dir
+from .classifier import evaluate_features
+from .data import rank_permutation
+from .dist import Distributed
+from .glue import GlueTask
+from .losses import DistillationLoss
+from .optim import linear_schedule, param_groups
+from .task_data import TaskFeatures
+
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in _INPUTS}
+
+
+class GoldLabelObjective(nn.Module):
+    """Fine-tuning: the model's own task loss against the gold labels."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, teacher_out=None) -> dict[str, torch.Tensor]:
+        return {"loss": self.model(**batch).loss}
+
+
+class IntermediateObjective(nn.Module):
+    """Task distillation phase 1: attention scores and hidden states, as in general distillation."""
+
+    def __init__(self, student: nn.Module, loss: DistillationLoss):
+        super().__init__()
+        self.student, self.loss = student, loss
+
+    def forward(self, batch, teacher_out) -> dict[str, torch.Tensor]:
+        out = self.student(**model_inputs(batch), output_hidden_states=True,
+                           output_attention_scores=self.loss.student_score_layers)
+        t_hidden, t_scores = teacher_out
+        return self.loss(out.hidden_states, out.attention_scores, t_hidden, t_scores, batch["attention_mask"])
+
+
+class PredictionObjective(nn.Module):
+    """Task distillation phase 2: soft cross-entropy against the teacher's logits at temperature T
+    (TinyBERT's form, without a T^2 factor); MSE against the teacher's predictions for regression."""
+
+    def __init__(self, student: nn.Module, temperature: float, regression: bool):
+        super().__init__()
+        self.student, self.temperature, self.regression = student, temperature, regression
+
+    def forward(self, batch, teacher_logits) -> dict[str, torch.Tensor]:
+        logits = self.student(**model_inputs(batch)).logits
+        if self.regression:
+            return {"loss": F.mse_loss(logits.view(-1).float(), teacher_logits.view(-1).float())}
+        t = self.temperature
+        soft = torch.softmax(teacher_logits.float() / t, dim=-1)
+        return {"loss": -(soft * torch.log_softmax(logits.float() / t, dim=-1)).sum(-1).mean()}
+
+
+@dataclasses.dataclass
+class Phase:
+    name: str
+    objective: nn.Module
+    model: nn.Module  # what is evaluated and saved
+    teacher: Callable[[dict[str, torch.Tensor]], Any] | None
+    num_train_epochs: float
+    learning_rate: float
+    evaluate: bool
+
+
+@dataclasses.dataclass
+class LoopSettings:
+    train_batch_size: int
+    eval_batch_size: int
+    gradient_accumulation_steps: int
+    warmup_proportion: float
+    weight_decay: float
+    max_grad_norm: float
+    max_steps: int | None
+    eval_step: int
+    log_steps: int
+    seed: int
+    quiet: bool
+
+
+def steps_for(n_examples: int, epochs: float, s: LoopSettings, world_size: int) -> int:
+    per_epoch = (n_examples // world_size) * world_size // s.train_batch_size
+    return s.max_steps or max(1, int(epochs * per_epoch))
+
+
+def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTask, s: LoopSettings,
+              dist: Distributed, out: Path, tokenizer_files: list[Path], log: TextIO | None) -> dict[str, Any]:
+    # --- setup -------------------------------------------------------------------------------------------
+    micro = s.train_batch_size // (dist.world_size * s.gradient_accumulation_steps)
+    per_epoch = (len(train) // dist.world_size) // (micro * s.gradient_accumulation_steps)
+    total = steps_for(len(train), phase.num_train_epochs, s, dist.world_size)
+    objective = phase.objective.to(dist.device)
+    optimizer = torch.optim.AdamW(param_groups(objective, s.weight_decay), lr=phase.learning_rate)
+    wrapped, optimizer = dist.wrap(objective, optimizer, s.gradient_accumulation_steps)
+    scheduler = linear_schedule(optimizer, int(s.warmup_proportion * total), total)
+    dist.broadcast_state(objective, optimizer)
+    torch.manual_seed(s.seed + dist.rank)
+    best = {"score": float("-inf"), "step": None, "metrics": None}
+    history = []
+    bar = tqdm(total=total, desc=phase.name, unit="step", disable=not dist.is_main or s.quiet)
+    started, order, order_epoch = time.perf_counter(), None, -1
+
+    # --- loop ---------------------------------------------------------------------------------------------
+    wrapped.train()
+    for step in range(total):
+        epoch, in_epoch = divmod(step, per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = rank_permutation(len(train), s.seed, epoch, dist.rank, dist.world_size), epoch
+        loss_sum = 0.0
+        for m in range(s.gradient_accumulation_steps):
+            first = (in_epoch * s.gradient_accumulation_steps + m) * micro
+            batch = {k: v.to(dist.device) for k, v in train.batch(order[first:first + micro]).items()}
+            with dist.autocast():
+                teacher_out = phase.teacher(batch) if phase.teacher is not None else None
+            with dist.accumulating(wrapped, last=m == s.gradient_accumulation_steps - 1):
+                with dist.autocast():
+                    losses = wrapped(batch, teacher_out)
+                (losses["loss"] / s.gradient_accumulation_steps).backward()
+            loss_sum += float(losses["loss"].detach()) / s.gradient_accumulation_steps
+        dist.step(optimizer, objective.parameters(), s.max_grad_norm)
+        scheduler.step()
+        optimizer.zero_grad()
+        done = step + 1
+        record = None
+        if done % s.log_steps == 0 or done == total:
+            record = {"phase": phase.name, "step": done, "loss": dist.all_reduce_mean({"loss": loss_sum})["loss"],
+                      "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
+        if phase.evaluate and (done % s.eval_step == 0 or done == total):
+            metrics = evaluate_features(phase.model, task, dev, s.eval_batch_size, dist)
+            record = (record or {"phase": phase.name, "step": done}) | {"dev": metrics}
+            history.append({"step": done, **metrics})
+            if metrics["score"] > best["score"]:
+                best = {"score": metrics["score"], "step": done, "metrics": metrics}
+                if dist.is_main:
+                    save_model_dir(phase.model, out / "best", tokenizer_files)
+            bar.set_postfix(dev=f"{metrics['score']:.4f}", best=f"{best['score']:.4f}")
+        if record is not None and log is not None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        bar.update(1)
+
+    # --- cleanup ------------------------------------------------------------------------------------------
+    bar.close()
+    if not phase.evaluate and dist.is_main:
+        save_model_dir(phase.model, out / phase.name, tokenizer_files)
+    dist.barrier()
+    return {"phase": phase.name, "steps": total, "seconds": time.perf_counter() - started,
+            "best_step": best["step"], "best_dev": best["metrics"], "dev_history": history}
