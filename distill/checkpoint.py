@@ -43,12 +43,17 @@ def save_model_dir(model, target: Path, tokenizer_files: list[Path], extra: dict
     """A Hugging Face directory (weights, config, tokenizer files, and `extra` name -> torch-saved object),
     published in one rename: a reader never sees half of it."""
     with atomic_output_dir(target) as tmp:
-        model.save_pretrained(tmp)
-        for f in tokenizer_files:
-            shutil.copy2(f, tmp / f.name)
+        write_model_files(model, tmp, tokenizer_files)
         for name, obj in (extra or {}).items():
             torch.save(obj, tmp / name)
     return target
+
+
+def write_model_files(model, directory: Path, tokenizer_files: list[Path]) -> None:
+    """Weights and config (save_pretrained) plus the tokenizer files, into an existing directory."""
+    model.save_pretrained(directory)
+    for f in tokenizer_files:
+        shutil.copy2(f, directory / f.name)
 
 
 def load_training_state(checkpoint: Path) -> dict[str, Any]:

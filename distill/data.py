@@ -88,8 +88,9 @@ class PregeneratedEpochs:
         """This rank's examples of an epoch, in order; equal counts on every rank."""
         return rank_permutation(self.num_examples(epoch), seed, epoch, rank, world_size)
 
-    def batch(self, epoch: int, ids: np.ndarray) -> dict[str, torch.Tensor]:
-        """input_ids, attention_mask, token_type_ids for examples `ids`, padded to the longest."""
+    def batch(self, epoch: int, ids: np.ndarray, mlm_labels: bool = False) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask, token_type_ids for examples `ids`, padded to the longest; with
+        `mlm_labels`, also `labels`: the original token at each masked position, -100 elsewhere."""
         records = [self._line(epoch, int(k)) for k in ids]
         length = max(len(r["tokens"]) for r in records)
         input_ids = torch.zeros(len(records), length, dtype=torch.long)
@@ -105,7 +106,21 @@ class PregeneratedEpochs:
             input_ids[row, :n] = torch.tensor(token_ids)
             mask[row, :n] = 1
             segments[row, :n] = torch.tensor(r["segment_ids"])
-        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": segments}
+        out = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": segments}
+        if mlm_labels:
+            out["labels"] = self._mlm_labels(epoch, ids, records, input_ids.shape)
+        return out
+
+    def _mlm_labels(self, epoch: int, ids: np.ndarray, records: list[dict], shape) -> torch.Tensor:
+        labels = torch.full(shape, -100, dtype=torch.long)
+        for row, (k, r) in enumerate(zip(ids, records)):
+            try:
+                positions, words = r["masked_lm_positions"], r["masked_lm_labels"]
+                labels[row, positions] = torch.tensor([self.vocab[w] for w in words], dtype=torch.long)
+            except (KeyError, IndexError, TypeError, RuntimeError) as e:
+                raise InputError(f"--pregenerated_data {self.files[epoch % self.num_files]}:{int(k) + 1}: bad masked-LM "
+                                 f"positions or labels ({e.__class__.__name__}: {e})") from e
+        return labels
 
     def close(self) -> None:
         for f in self._handles.values():

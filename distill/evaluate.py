@@ -19,7 +19,7 @@ from compress.atomic import write_json
 from compress.errors import InputError
 
 from .classifier import evaluate_features, load_classifier, predict_logits, predictions
-from .glue import GlueTask, dev_files, get_task, test_files
+from .glue import GlueTask, dev_files, get_task, submission_files
 from .task_data import load_features, load_tokenizer
 
 
@@ -56,7 +56,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_dir, "--model")
     devs = {p.stem: load_features(task, p, tokenizer, cfg.max_seq_length) for p in dev_files(task, cfg.data_dir)}
     tests = [(load_features(task, p, tokenizer, cfg.max_seq_length, labelled=False), name)
-             for p, name in test_files(task, cfg.data_dir)] if cfg.do_predict else []
+             for p, name in submission_files(task, cfg.data_dir)] if cfg.do_predict else []
     out = Path(cfg.output_dir) if cfg.output_dir else model_dir
     if out.exists() and not out.is_dir():
         raise InputError(f"--output_dir {out}: exists and is not a directory")

@@ -29,6 +29,7 @@ def check_training_flags(cfg: Any, world_size: int) -> None:
     for name, (ok, what) in _RULES.items():
         if hasattr(cfg, name) and not ok(getattr(cfg, name)):
             raise InputError(f"--{name} {getattr(cfg, name)}: {what}")
-    if cfg.train_batch_size % (world_size * cfg.gradient_accumulation_steps):
+    accumulation = getattr(cfg, "gradient_accumulation_steps", 1)
+    if cfg.train_batch_size % (world_size * accumulation):
         raise InputError(f"--train_batch_size {cfg.train_batch_size}: not divisible by {world_size} ranks x "
-                         f"{cfg.gradient_accumulation_steps} accumulation steps")
+                         f"{accumulation} accumulation steps")

@@ -43,7 +43,7 @@ class GlueTask:
     train: Columns
     test: Columns
     dev_files: tuple[str, ...] = ("dev",)
-    test_files: tuple[str, ...] = ("test",)
+    submission_files: tuple[str, ...] = ("test",)
     submission_names: tuple[str, ...] = ()
     header: bool = True  # train and dev files (test files always have one)
 
@@ -72,7 +72,7 @@ TASKS: dict[str, GlueTask] = {t.name: t for t in [
     GlueTask("QQP", ("0", "1"), "acc_and_f1", Columns("question1", "question2", "is_duplicate"),
              Columns("question1", "question2", None, "id")),
     GlueTask("MNLI", ("contradiction", "entailment", "neutral"), "acc", *_pair("sentence1", "sentence2", "gold_label"),
-             dev_files=("dev_matched", "dev_mismatched"), test_files=("test_matched", "test_mismatched"),
+             dev_files=("dev_matched", "dev_mismatched"), submission_files=("test_matched", "test_mismatched"),
              submission_names=("MNLI-m", "MNLI-mm")),
     GlueTask("QNLI", ("entailment", "not_entailment"), "acc", *_pair("question", "sentence", "label")),
     GlueTask("RTE", ("entailment", "not_entailment"), "acc", *_pair("sentence1", "sentence2", "label")),
@@ -166,8 +166,8 @@ def dev_files(task: GlueTask, data_dir: str | Path) -> list[Path]:
     return [d / f"{name}.tsv" for name in task.dev_files]
 
 
-def test_files(task: GlueTask, data_dir: str | Path) -> list[tuple[Path, str]]:
+def submission_files(task: GlueTask, data_dir: str | Path) -> list[tuple[Path, str]]:
     """(test file, submission name) pairs: `SST-2.tsv`, `MNLI-m.tsv`, ..."""
     d = task_dir(data_dir, task)
     names = task.submission_names or (task.name,)
-    return [(d / f"{f}.tsv", n) for f, n in zip(task.test_files, names)]
+    return [(d / f"{f}.tsv", n) for f, n in zip(task.submission_files, names)]

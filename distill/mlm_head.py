@@ -1,0 +1,215 @@
+"""Fit a masked-LM head to a frozen encoder that was shipped without one (the embedded all-MiniLM-L6-v2),
+so that `xcompress augment` can ask it for in-context word candidates.
+
+The encoder and the word embeddings stay frozen; BERT's head (dense + GELU + LayerNorm, then the decoder tied to
+the input embeddings, plus an output bias) is trained with cross-entropy on the masked positions of the
+pre-generated epochs. Since nothing below the head learns, the encoder runs once over the training examples
+(without gradients) and the head then trains for several epochs on the cached hidden states of the masked
+positions. Held-out masked-token accuracy (top-1 and top-15) is measured before and after, on the last
+`--eval_examples` lines of the first epoch file, which training never reads.
+
+    xcompress fit-mlm-head --teacher_model all-MiniLM-L6-v2 --pregenerated_data data/pregenerated \
+        --output_dir runs/minilm-mlm
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from compress.atomic import atomic_output_dir, check_output_dir, write_json
+from compress.errors import InputError
+from compress.model_paths import read_config_dict, resolve_model_dir
+from decompose.stage import TOKENIZER_FILES
+
+from .checkpoint import write_model_files
+from .data import PregeneratedEpochs, rank_permutation, read_vocab_ids
+from .flags import check_training_flags
+from .optim import linear_schedule, param_groups
+
+
+@dataclasses.dataclass
+class FitMlmHeadConfig:
+    teacher_model: str
+    pregenerated_data: str
+    output_dir: str
+    num_train_epochs: float = 3.0
+    max_train_examples: int = 10000
+    train_batch_size: int = 1024
+    learning_rate: float = 3e-3
+    warmup_proportion: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    eval_examples: int = 512
+    encode_batch_size: int = 64
+    seed: int = 42
+    overwrite_output_dir: bool = False
+    quiet: bool = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher_model", required=True, help="dense BERT encoder (or all-MiniLM-L6-v2)")
+    p.add_argument("--pregenerated_data", required=True, help="epochs from `xcompress pregenerate`")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--num_train_epochs", type=float, default=3.0, help="passes of the head over the cached positions")
+    p.add_argument("--max_train_examples", type=int, default=10000, help="examples encoded (epoch files in turn)")
+    p.add_argument("--train_batch_size", type=int, default=1024, help="masked positions per step")
+    p.add_argument("--learning_rate", type=float, default=3e-3)
+    p.add_argument("--warmup_proportion", type=float, default=0.05)
+    p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--eval_examples", type=int, default=512, help="held-out examples for the accuracy figures")
+    p.add_argument("--encode_batch_size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--overwrite_output_dir", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> FitMlmHeadConfig:
+    return FitMlmHeadConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FitMlmHeadConfig)})
+
+
+def _load(cfg: FitMlmHeadConfig):
+    from transformers import BertForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    model_dir = resolve_model_dir(cfg.teacher_model, "--teacher_model")
+    if read_config_dict(model_dir, "--teacher_model").get("model_type") != "bert":
+        raise InputError(f"--teacher_model {cfg.teacher_model}: not a dense BERT model")
+    try:
+        model, info = BertForMaskedLM.from_pretrained(str(model_dir), output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InputError(f"--teacher_model {cfg.teacher_model}: cannot load weights ({str(e).splitlines()[0]})") from e
+    missing = [k for k in info["missing_keys"] if not k.startswith("cls.")]
+    if missing:
+        raise InputError(f"--teacher_model {cfg.teacher_model}: encoder weights missing: {', '.join(sorted(missing)[:3])}")
+    return model, model_dir
+
+
+@torch.no_grad()
+def _encode(model, data: PregeneratedEpochs, batches: list[tuple[int, np.ndarray]], desc: str | None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states at the masked positions of (epoch, example ids) batches, and their labels."""
+    hidden, labels = [], []
+    for epoch, ids in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
+        b = data.batch(epoch, ids, mlm_labels=True)
+        h = model.bert(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                       token_type_ids=b["token_type_ids"]).last_hidden_state
+        where = b["labels"] != -100
+        hidden.append(h[where])
+        labels.append(b["labels"][where])
+    return torch.cat(hidden), torch.cat(labels)
+
+
+@torch.no_grad()
+def _accuracy(model, hidden: torch.Tensor, labels: torch.Tensor, k: int = 15) -> dict[str, float]:
+    hits1 = hitsk = 0
+    loss = 0.0
+    for i in range(0, len(labels), 2048):
+        logits, gold = model.cls(hidden[i:i + 2048]), labels[i:i + 2048]
+        top = logits.topk(k, dim=-1).indices
+        hits1 += int((top[:, 0] == gold).sum())
+        hitsk += int((top == gold[:, None]).any(-1).sum())
+        loss += float(F.cross_entropy(logits, gold, reduction="sum"))
+    return {"top1": hits1 / len(labels), f"top{k}": hitsk / len(labels), "loss": loss / len(labels),
+            "masked_tokens": len(labels)}
+
+
+def _training_batches(data: PregeneratedEpochs, cfg: FitMlmHeadConfig) -> list[tuple[int, np.ndarray]]:
+    """Up to --max_train_examples examples, epoch file after epoch file, held-out lines of file 0 excluded."""
+    held_from = data.num_examples(0) - cfg.eval_examples
+    batches, left = [], cfg.max_train_examples
+    for epoch in range(data.num_files):
+        ids = rank_permutation(data.num_examples(epoch), cfg.seed, epoch, 0, 1)
+        ids = ids[ids < held_from] if epoch == 0 else ids
+        ids = ids[:left]
+        batches += [(epoch, ids[i:i + cfg.encode_batch_size]) for i in range(0, len(ids), cfg.encode_batch_size)]
+        left -= len(ids)
+        if left == 0:
+            break
+    return batches
+
+
+def run(cfg: FitMlmHeadConfig) -> dict[str, Any]:
+    # --- setup -------------------------------------------------------------------------------------------
+    check_training_flags(cfg, 1)
+    for flag, value in (("--eval_examples", cfg.eval_examples), ("--encode_batch_size", cfg.encode_batch_size)):
+        if value < 1:
+            raise InputError(f"{flag} {value}: must be >= 1")
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    model, model_dir = _load(cfg)
+    vocab = model_dir / "vocab.txt"
+    if not vocab.is_file():
+        raise InputError(f"--teacher_model {cfg.teacher_model}: no vocab.txt")
+    data = PregeneratedEpochs(cfg.pregenerated_data, read_vocab_ids(vocab))
+    n0 = data.num_examples(0)
+    if n0 <= 2 * cfg.eval_examples:
+        raise InputError(f"--pregenerated_data {cfg.pregenerated_data}: {n0} examples in epoch 0, too few to hold "
+                         f"out --eval_examples {cfg.eval_examples} and train on the rest")
+    started = time.perf_counter()
+    progress = None if cfg.quiet else "encode"
+    held = np.arange(n0 - cfg.eval_examples, n0)
+    eval_h, eval_y = _encode(model, data, [(0, held[i:i + cfg.encode_batch_size])
+                                           for i in range(0, len(held), cfg.encode_batch_size)], None)
+    train_h, train_y = _encode(model, data, _training_batches(data, cfg), progress)
+    data.close()
+    encode_seconds = time.perf_counter() - started
+    model.requires_grad_(False)
+    head = model.cls.predictions
+    head.transform.requires_grad_(True)
+    head.bias.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    before = _accuracy(model, eval_h, eval_y)
+    per_epoch = max(1, len(train_y) // cfg.train_batch_size)
+    total = max(1, int(cfg.num_train_epochs * per_epoch))
+    optimizer = torch.optim.AdamW(param_groups(head, cfg.weight_decay), lr=cfg.learning_rate)
+    scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total), total)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    log_rows = []
+    bar = tqdm(total=total, desc="fit MLM head", unit="step", disable=cfg.quiet)
+
+    # --- loop ---------------------------------------------------------------------------------------------
+    model.train()
+    for step in range(total):
+        if step % per_epoch == 0:
+            order = torch.randperm(len(train_y), generator=generator)
+        pick = order[(step % per_epoch) * cfg.train_batch_size:][:cfg.train_batch_size]
+        loss = F.cross_entropy(model.cls(train_h[pick]), train_y[pick])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        log_rows.append({"step": step + 1, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
+                         "seconds": time.perf_counter() - started})
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        bar.update(1)
+
+    # --- cleanup ------------------------------------------------------------------------------------------
+    bar.close()
+    model.eval()
+    after = _accuracy(model, eval_h, eval_y)
+    summary = {"steps": total, "trainable_parameters": trainable, "train_masked_tokens": len(train_y),
+               "held_out_before": before, "held_out_after": after, "encode_seconds": encode_seconds,
+               "seconds": time.perf_counter() - started, "output_dir": str(out), "config": dataclasses.asdict(cfg)}
+    with atomic_output_dir(out) as tmp:
+        write_model_files(model, tmp, [model_dir / f for f in TOKENIZER_FILES if (model_dir / f).is_file()])
+        (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log_rows))
+        write_json(tmp / "fit_mlm_head_config.json", dataclasses.asdict(cfg))
+        write_json(tmp / "fit_mlm_head_summary.json", summary)
+    return summary
+
+
+def report(summary: dict[str, Any]) -> str:
+    b, a = summary["held_out_before"], summary["held_out_after"]
+    return (f"fit-mlm-head: {summary['steps']} steps, {summary['trainable_parameters']:,} head parameters trained; "
+            f"held-out masked-token accuracy top-1 {b['top1']:.3f} -> {a['top1']:.3f}, top-15 {b['top15']:.3f} -> "
+            f"{a['top15']:.3f} ({a['masked_tokens']} tokens) in {summary['seconds'] / 60:.1f} min -> {summary['output_dir']}")
