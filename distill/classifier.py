@@ -58,8 +58,8 @@ def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_mode
         if config.get("finetuning_task") not in (None, task.name):
             raise InputError(f"{flag} {name_or_path}: was trained on {config['finetuning_task']}, not {task.name}")
     elif need_task_model:
-        raise InputError(f"{flag} {name_or_path}: not fine-tuned on {task.name} (a plain pre-trained teacher gives "
-                         "poor students; run `xcompress finetune` first)")
+        raise InputError(f"{flag} {name_or_path}: not fine-tuned on {task.name}, it has no classifier for it "
+                         "(run `xcompress finetune`, or `xcompress task-distill` for a TD model)")
     try:
         model_config = cls.config_class.from_pretrained(str(model_dir))
         if not trained:

@@ -94,9 +94,11 @@ def task_dir(data_dir: str | Path, task: GlueTask) -> Path:
     root = Path(data_dir)
     if not root.is_dir():
         raise InputError(f"--data_dir {data_dir}: no such directory")
-    if (root / task.name / "train.tsv").is_file() or (root / task.name / "dev.tsv").is_file():
+    if (root / task.name).is_dir():
         return root / task.name
-    return root
+    if any((root / f"{name}.tsv").is_file() for name in ("train", *task.dev_files)):
+        return root
+    raise InputError(f"--data_dir {data_dir}: no {task.name}/ directory and no {task.name} train or dev files in it")
 
 
 def read_rows(path: Path, flag: str = "--data_dir") -> list[list[str]]:

@@ -18,7 +18,7 @@ from .checkpoint import publish_model
 from .classifier import evaluate_features, load_classifier
 from .dist import Distributed
 from .flags import check_training_flags
-from .glue import dev_files, get_task, train_file
+from .glue import dev_files, get_task, task_dir, train_file
 from .task_data import load_features, load_tokenizer
 from .task_training import LoopSettings, Phase, run_phase
 
@@ -59,6 +59,7 @@ class TaskRun:
         self.dist = Distributed()
         check_training_flags(self.cfg, self.dist.world_size)
         self.task = get_task(self.cfg.task_name)
+        task_dir(self.cfg.data_dir, self.task)  # a wrong --data_dir is named before any model is loaded
         self.out = check_output_dir(self.cfg.output_dir, self.cfg.overwrite_output_dir)
         self.log = None
         return self
