@@ -20,6 +20,7 @@ bench: setup
 	$(PY) benchmarks/decompose.py
 	$(PY) benchmarks/pregenerate.py
 	$(PY) benchmarks/general_distill.py
+	$(PY) benchmarks/glue.py
 
 clean:
 	rm -rf runs benchmarks/results .pytest_cache

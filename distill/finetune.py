@@ -11,33 +11,13 @@ import argparse
 import dataclasses
 from typing import Any
 
-from .task_run import TaskRun, add_loop_arguments
+from .task_run import TaskRun, TaskTrainingConfig, add_loop_arguments
 from .task_training import GoldLabelObjective, Phase
 
 
-@dataclasses.dataclass
-class FinetuneConfig:
+@dataclasses.dataclass(kw_only=True)
+class FinetuneConfig(TaskTrainingConfig):
     model: str
-    task_name: str
-    data_dir: str
-    output_dir: str
-    num_train_epochs: float = 3.0
-    learning_rate: float = 5e-5
-    max_seq_length: int = 128
-    train_batch_size: int = 32
-    eval_batch_size: int = 128
-    gradient_accumulation_steps: int = 1
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None
-    max_train_examples: int | None = None
-    eval_step: int = 200
-    log_steps: int = 10
-    seed: int = 42
-    overwrite_output_dir: bool = False
-    do_lower_case: bool = False
-    quiet: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,7 +34,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         model, model_dir = job.load_model(cfg.model, "--model")
         job.prepare(model_dir, aug=False)
         phase = Phase("finetune", GoldLabelObjective(model), model, None, cfg.num_train_epochs,
-                      cfg.learning_rate, evaluate=True)
+                      cfg.learning_rate, evaluate=True, max_steps=cfg.max_steps)
         return job.finish([job.run_phase(phase)])
 
 

@@ -15,6 +15,7 @@ _RULES = {
     "num_train_epochs": (lambda v: v > 0, "must be > 0"),
     "intermediate_epochs": (lambda v: v > 0, "must be > 0"),
     "max_steps": (lambda v: v is None or v >= 1, "must be >= 1"),
+    "intermediate_max_steps": (lambda v: v is None or v >= 1, "must be >= 1"),
     "max_train_examples": (lambda v: v is None or v >= 1, "must be >= 1"),
     "save_steps": (lambda v: v >= 1, "must be >= 1"),
     "save_total_limit": (lambda v: v >= 1, "must be >= 1"),

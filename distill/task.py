@@ -23,42 +23,25 @@ from compress.errors import InputError
 from compress.model_paths import shared_vocab
 
 from .losses import DistillationLoss
-from .task_run import TaskRun, add_loop_arguments
+from .task_run import TaskRun, TaskTrainingConfig, add_loop_arguments
 from .task_training import IntermediateObjective, Phase, PredictionObjective, model_inputs
 from .teacher import ScoringTeacher
 
 
-@dataclasses.dataclass
-class TaskDistillConfig:
+@dataclasses.dataclass(kw_only=True)
+class TaskDistillConfig(TaskTrainingConfig):
     teacher_model: str
     student_model: str
-    task_name: str
-    data_dir: str
-    output_dir: str
     aug_train: bool = False
     pred_distill: bool = False
     stage: str | None = None
     temperature: float = 1.0
     loss_layers: str = "all"
-    num_train_epochs: float = 3.0
-    learning_rate: float = 3e-5
+    learning_rate: float = 3e-5  # the prediction phase's; TinyBERT's defaults below
     intermediate_epochs: float = 10.0
     intermediate_learning_rate: float = 5e-5
-    max_seq_length: int = 128
-    train_batch_size: int = 32
-    eval_batch_size: int = 128
-    gradient_accumulation_steps: int = 1
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None
-    max_train_examples: int | None = None
+    intermediate_max_steps: int | None = None
     eval_step: int = 50
-    log_steps: int = 10
-    seed: int = 42
-    overwrite_output_dir: bool = False
-    do_lower_case: bool = False
-    quiet: bool = False
 
     @property
     def phases(self) -> list[str]:
@@ -79,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning_rate", type=float, default=3e-5, help="learning rate of the prediction phase")
     p.add_argument("--intermediate_epochs", type=float, default=10.0, help="epochs of the intermediate phase")
     p.add_argument("--intermediate_learning_rate", type=float, default=5e-5)
+    p.add_argument("--intermediate_max_steps", type=int, help="steps of the intermediate phase (overrides its epochs)")
     add_loop_arguments(p, TaskDistillConfig)
 
 
@@ -116,7 +100,8 @@ def _intermediate(cfg: TaskDistillConfig, teacher, student) -> Phase:
     layers = loss.teacher_score_layers
     return Phase("intermediate", IntermediateObjective(student, loss), student,
                  lambda batch: scorer(**model_inputs(batch), score_layers=layers),
-                 cfg.intermediate_epochs, cfg.intermediate_learning_rate, evaluate=False)
+                 cfg.intermediate_epochs, cfg.intermediate_learning_rate, evaluate=False,
+                 max_steps=cfg.intermediate_max_steps)
 
 
 def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun) -> Phase:
@@ -127,7 +112,7 @@ def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun) -> Phase
         return teacher(**model_inputs(batch)).logits
 
     return Phase("prediction", PredictionObjective(student, cfg.temperature, job.task.is_regression), student,
-                 teacher_logits, cfg.num_train_epochs, cfg.learning_rate, evaluate=True)
+                 teacher_logits, cfg.num_train_epochs, cfg.learning_rate, evaluate=True, max_steps=cfg.max_steps)
 
 
 def report(summary: dict[str, Any]) -> str:

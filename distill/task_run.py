@@ -22,11 +22,36 @@ from .glue import dev_files, get_task, task_dir, train_file
 from .task_data import load_features, load_tokenizer
 from .task_training import LoopSettings, Phase, run_phase
 
+@dataclasses.dataclass(kw_only=True)
+class TaskTrainingConfig:
+    """The fields every task stage has; a stage's config adds its own (keyword-only, so in any order)."""
+    task_name: str
+    data_dir: str
+    output_dir: str
+    num_train_epochs: float = 3.0
+    learning_rate: float = 5e-5
+    max_seq_length: int = 128
+    train_batch_size: int = 32
+    eval_batch_size: int = 128
+    gradient_accumulation_steps: int = 1
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_steps: int | None = None
+    max_train_examples: int | None = None
+    eval_step: int = 200
+    log_steps: int = 10
+    seed: int = 42
+    overwrite_output_dir: bool = False
+    do_lower_case: bool = False
+    quiet: bool = False
+
+
 _HELP = {
     "task_name": "GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI",
     "data_dir": "the glue_data directory, or the task's own directory",
     "train_batch_size": "global batch over all ranks",
-    "max_steps": "optimizer steps per phase (overrides the epochs)",
+    "max_steps": "optimizer steps (of the prediction phase in task-distill; overrides the epochs)",
     "max_train_examples": "train on a seeded random subset of this many examples",
     "eval_step": "evaluate on dev every this many steps (and at the end)",
     "do_lower_case": "accepted for TinyBERT compatibility (the model's tokenizer decides)",

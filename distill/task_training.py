@@ -87,6 +87,7 @@ class Phase:
     num_train_epochs: float
     learning_rate: float
     evaluate: bool
+    max_steps: int | None = None  # overrides the epochs
 
 
 @dataclasses.dataclass
@@ -97,16 +98,10 @@ class LoopSettings:
     warmup_proportion: float
     weight_decay: float
     max_grad_norm: float
-    max_steps: int | None
     eval_step: int
     log_steps: int
     seed: int
     quiet: bool
-
-
-def steps_for(n_examples: int, epochs: float, s: LoopSettings, world_size: int) -> int:
-    per_epoch = (n_examples // world_size) * world_size // s.train_batch_size
-    return s.max_steps or max(1, int(epochs * per_epoch))
 
 
 def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTask, s: LoopSettings,
@@ -114,7 +109,7 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
     # --- setup -------------------------------------------------------------------------------------------
     micro = s.train_batch_size // (dist.world_size * s.gradient_accumulation_steps)
     per_epoch = (len(train) // dist.world_size) // (micro * s.gradient_accumulation_steps)
-    total = steps_for(len(train), phase.num_train_epochs, s, dist.world_size)
+    total = phase.max_steps or max(1, int(phase.num_train_epochs * per_epoch))
     objective = phase.objective.to(dist.device)
     optimizer = torch.optim.AdamW(param_groups(objective, s.weight_decay), lr=phase.learning_rate)
     wrapped, optimizer = dist.wrap(objective, optimizer, s.gradient_accumulation_steps)
