@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
 from .errors import InputError, PeerFailure
-
-# Nothing in xcompress may reach a model hub: make transformers fail fast instead of trying. Its weight-loading
-# bars would bury the stages' own progress and error lines; they go too. Set before any stage imports it.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
 
 class FlagParser(argparse.ArgumentParser):
     """argparse with TinyBERT-style underscore flags that also accept dashes, and one-line errors."""
@@ -56,6 +48,9 @@ def build_parser(stage: str | None = None) -> FlagParser:
         p = sub.add_parser(name, help=help_line)
         if name == stage:
             importlib.import_module(module_name).add_arguments(p)
+            # `python -m torch.distributed.launch` passes --local-rank to every process; the shim reads
+            # LOCAL_RANK from the environment, which that launcher sets too.
+            p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -72,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PeerFailure as e:
         print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 1
-    print(module.report(summary))
+    if summary.get("is_main", True):  # under a launcher, one report (rank 0's), not one per rank
+        print(module.report(summary))
     return 0
 
 

@@ -302,7 +302,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
         publish_model(out, out / "checkpoints" / f"step_{total}")
         write_json(out / "general_distill_summary.json", summary)
     dist.barrier()
-    return summary
+    return summary | {"is_main": dist.is_main}
 
 
 def _checkpoint(out, step, module, optimizer, scheduler, dist: Distributed, tok_files, keep) -> None:

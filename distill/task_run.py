@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from compress.atomic import check_output_dir, write_json
 from compress.errors import InputError
 from decompose.stage import TOKENIZER_FILES
@@ -100,6 +102,7 @@ class TaskRun:
         return False
 
     def load_model(self, name: str, flag: str, need_task_model: bool = False):
+        torch.manual_seed(self.cfg.seed)  # a new classifier head is drawn from the seed: runs repeat exactly
         model, model_dir = load_classifier(name, flag, self.task, need_task_model)
         return model.to(self.dist.device), model_dir
 
@@ -136,13 +139,15 @@ class TaskRun:
     def finish(self, phases: list[dict[str, Any]]) -> dict[str, Any]:
         """Publish the final model (the best dev checkpoint, or the last phase's model when it was not
         evaluated) at the top of the output directory, and evaluate it on every dev file."""
-        last = phases[-1]
-        final_dir = self.out / ("best" if last["best_step"] is not None else last["phase"])
+        evaluated = phases[-1]["best_step"] is not None
+        final_dir = self.out / ("best" if evaluated else phases[-1]["phase"])
         self.dist.barrier()
-        final, _ = load_classifier(str(final_dir), "--output_dir", self.task)
-        final.to(self.dist.device)
-        results = {name: evaluate_features(final, self.task, feats, self.cfg.eval_batch_size, self.dist)
-                   for name, feats in self.devs.items()} if last["best_step"] is not None else {}
+        results = {}
+        if evaluated:
+            final, _ = load_classifier(str(final_dir), "--output_dir", self.task)
+            final.to(self.dist.device)
+            results = {name: evaluate_features(final, self.task, feats, self.cfg.eval_batch_size, self.dist)
+                       for name, feats in self.devs.items()}
         summary = {"stage": self.stage, "task": self.task.name, "world_size": self.dist.world_size,
                    "backend": self.dist.backend, "train_examples": len(self.train), "phases": phases,
                    "dev": results, "seconds": time.perf_counter() - self.started,
@@ -153,12 +158,12 @@ class TaskRun:
                 write_json(self.out / "eval_results.json", results)
             write_json(self.out / f"{self.stage.replace('-', '_')}_summary.json", summary)
         self.dist.barrier()
-        return summary
+        return summary | {"is_main": self.dist.is_main}
 
     @staticmethod
     def report(summary: dict[str, Any]) -> str:
         dev = "; ".join(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items())
-                        for name, m in summary["dev"].items()) or "not evaluated (intermediate layers only)"
+                        for name, m in summary["dev"].items()) or "dev not evaluated (intermediate layers only)"
         steps = " + ".join(f"{p['steps']} {p['phase']}" for p in summary["phases"])
         return (f"{summary['stage']} {summary['task']}: {steps} steps on {summary['world_size']} rank(s) in "
-                f"{summary['seconds'] / 60:.1f} min; dev {dev} -> {summary['output_dir']}")
+                f"{summary['seconds'] / 60:.1f} min; {dev} -> {summary['output_dir']}")
