@@ -150,7 +150,7 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
             metrics = evaluate_features(phase.model, task, dev, s.eval_batch_size, dist)
             record = (record or {"phase": phase.name, "step": done}) | {"dev": metrics}
             history.append({"step": done, **metrics})
-            if metrics["score"] > best["score"]:
+            if best["step"] is None or metrics["score"] > best["score"]:  # a NaN score still leaves a model
                 best = {"score": metrics["score"], "step": done, "metrics": metrics}
                 if dist.is_main:
                     save_model_dir(phase.model, out / "best", tokenizer_files)
