@@ -66,19 +66,4 @@ if ! horovod_ok; then
     || echo "horovod: NOT installed; single-process and torchrun runs work, mpirun/horovodrun runs will not"
 fi
 
-# GLUE: the real task files beside the checkout (../shared/data/glue) are copied into data/glue_data, the
-# standard glue_data layout every task stage reads; a user with their own glue_data points --data_dir at it.
-glue_src=${XCOMPRESS_GLUE_SOURCE:-../shared/data/glue}
-if [[ -d $glue_src ]]; then
-  for task_dir in "$glue_src"/*/; do
-    task=$(basename "$task_dir")
-    if [[ ! -d data/glue_data/$task ]]; then
-      mkdir -p data/glue_data && cp -r "$task_dir" "data/glue_data/$task"
-    fi
-  done
-  echo "glue: $(ls data/glue_data | tr '\n' ' ')in data/glue_data"
-else
-  echo "glue: no $glue_src; bring your own glue_data (set XCOMPRESS_GLUE_SOURCE or pass --data_dir)"
-fi
-
 echo "xcompress setup: ok ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

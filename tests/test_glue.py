@@ -1,4 +1,4 @@
-"""GLUE processors on the real task files (data/glue_data, copied by `make setup` from ../shared/data/glue),
+"""GLUE processors on the real task files shipped in data/glue_data,
 the five tasks without files here on files in their standard layout, metrics against hand-computed values,
 and bad task data refused with file and line."""
 import math
@@ -17,7 +17,7 @@ GLUE = REPO / "data/glue_data"
 
 @pytest.fixture(scope="module", autouse=True)
 def glue_present():
-    assert (GLUE / "SST-2/train.tsv").is_file(), f"{GLUE} missing: run `make setup` with ../shared beside the checkout"
+    assert (GLUE / "SST-2/train.tsv").is_file(), f"{GLUE}: the shipped GLUE files are missing from the checkout"
 
 
 @pytest.mark.parametrize("name,train_rows,dev_rows,counts", [
