@@ -8,9 +8,11 @@ Every `--flag_name` also answers to `--flag-name`. Bad input prints one line on 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import InputError, PeerFailure
 
@@ -25,7 +27,7 @@ class FlagParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-# Stage name -> (module with add_arguments / config_from_args / run / report, one-line help). Only the chosen
+# Stage name -> (module with add_arguments / CONFIG / run / report, one-line help). Only the chosen
 # stage's module is imported: pregenerate must not pay for torch, which the model stages import.
 STAGES = {
     "pregenerate": ("pregenerate.stage", "Wikipedia dump or text -> masked-LM training epochs"),
@@ -54,13 +56,18 @@ def build_parser(stage: str | None = None) -> FlagParser:
     return parser
 
 
+def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
+    """A stage's config dataclass from the parsed flags: every field is the flag of the same name."""
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = next((a for a in argv if a in STAGES), None)
     args = build_parser(stage).parse_args(argv)
     module = importlib.import_module(STAGES[args.command][0])
     try:
-        summary = module.run(module.config_from_args(args))
+        summary = module.run(config_from_args(module.CONFIG, args))
     except InputError as e:
         print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 2

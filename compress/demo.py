@@ -41,8 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency_repeats", type=int, default=5)
 
 
-def config_from_args(args: argparse.Namespace) -> DemoConfig:
-    return DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)})
+CONFIG = DemoConfig
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:

@@ -61,8 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite_output_dir", action="store_true")
 
 
-def config_from_args(args: argparse.Namespace) -> DecomposeConfig:
-    return DecomposeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DecomposeConfig)})
+CONFIG = DecomposeConfig
 
 
 def _resolve_ranks(cfg: DecomposeConfig) -> tuple[int, int, str, dict[str, Any]]:

@@ -71,8 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def config_from_args(args: argparse.Namespace) -> AugmentConfig:
-    return AugmentConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AugmentConfig)})
+CONFIG = AugmentConfig
 
 
 class Augmenter:

@@ -44,8 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval_batch_size", type=int, default=128)
 
 
-def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
-    return EvaluateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluateConfig)})
+CONFIG = EvaluateConfig
 
 
 def run(cfg: EvaluateConfig) -> dict[str, Any]:

@@ -25,8 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_loop_arguments(p, FinetuneConfig)
 
 
-def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    return FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
+CONFIG = FinetuneConfig
 
 
 def run(cfg: FinetuneConfig) -> dict[str, Any]:

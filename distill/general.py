@@ -91,8 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def config_from_args(args: argparse.Namespace) -> GeneralDistillConfig:
-    return GeneralDistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GeneralDistillConfig)})
+CONFIG = GeneralDistillConfig
 
 
 class DistillationStep(nn.Module):

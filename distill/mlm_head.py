@@ -72,8 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def config_from_args(args: argparse.Namespace) -> FitMlmHeadConfig:
-    return FitMlmHeadConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FitMlmHeadConfig)})
+CONFIG = FitMlmHeadConfig
 
 
 def _load(cfg: FitMlmHeadConfig):

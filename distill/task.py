@@ -66,8 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_loop_arguments(p, TaskDistillConfig)
 
 
-def config_from_args(args: argparse.Namespace) -> TaskDistillConfig:
-    return TaskDistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TaskDistillConfig)})
+CONFIG = TaskDistillConfig
 
 
 def run(cfg: TaskDistillConfig) -> dict[str, Any]:

@@ -70,8 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def config_from_args(args: argparse.Namespace) -> PregenerateConfig:
-    return PregenerateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PregenerateConfig)})
+CONFIG = PregenerateConfig
 
 
 def _validate(cfg: PregenerateConfig) -> None:
