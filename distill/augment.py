@@ -30,7 +30,7 @@ from tqdm import tqdm
 from compress.errors import InputError
 from compress.model_paths import read_config_dict, resolve_model_dir
 
-from .glue import GlueTask, column_index, get_task, read_examples, read_rows, task_dir, train_file
+from .glue import GlueTask, column_index, get_task, read_examples, read_rows, subset, task_dir, train_file
 from .neighbours import EmbeddingNeighbours, GloveNeighbours, Neighbours
 from .stop_words import STOP_WORDS
 from .task_data import load_tokenizer
@@ -232,10 +232,7 @@ def _numbered_rows(task: GlueTask, source: Path, cfg: AugmentConfig) -> tuple[li
     header = all_rows[0] if task.header else None
     first = 2 if task.header else 1
     rows = [(n, r) for n, r in enumerate(all_rows[first - 1:], start=first) if r]
-    if cfg.max_train_examples is not None and cfg.max_train_examples < len(rows):
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(rows), cfg.max_train_examples, replace=False))
-        rows = [rows[i] for i in keep]
-    return header, rows
+    return header, subset(rows, cfg.max_train_examples, cfg.seed)
 
 
 def _map(jobs, workers: int):

@@ -13,6 +13,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from compress.errors import InputError
 
 csv.field_size_limit(sys.maxsize)
@@ -173,3 +175,12 @@ def submission_files(task: GlueTask, data_dir: str | Path) -> list[tuple[Path, s
     d = task_dir(data_dir, task)
     names = task.submission_names or (task.name,)
     return [(d / f"{f}.tsv", n) for f, n in zip(task.submission_files, names)]
+
+
+def subset(items: list, max_examples: int | None, seed: int) -> list:
+    """A seeded random subset of `items` in their original order; the task stages and `augment` call this with
+    the same seed to pick the same rows."""
+    if max_examples is None or max_examples >= len(items):
+        return items
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), max_examples, replace=False))
+    return [items[i] for i in keep]

@@ -11,7 +11,7 @@ import torch
 
 from compress.errors import InputError
 
-from .glue import Example, GlueTask, read_examples
+from .glue import Example, GlueTask, read_examples, subset
 
 
 def load_tokenizer(model_dir: Path, flag: str):
@@ -66,8 +66,4 @@ def encode(task: GlueTask, examples: list[Example], tokenizer, max_seq_length: i
 def load_features(task: GlueTask, path: Path, tokenizer, max_seq_length: int, max_examples: int | None = None,
                   seed: int = 42, labelled: bool = True) -> TaskFeatures:
     """A GLUE file as features; `max_examples` keeps a seeded random subset (in file order) for quick runs."""
-    examples = read_examples(task, path, labelled)
-    if max_examples is not None and max_examples < len(examples):
-        keep = np.sort(np.random.default_rng(seed).choice(len(examples), max_examples, replace=False))
-        examples = [examples[i] for i in keep]
-    return encode(task, examples, tokenizer, max_seq_length)
+    return encode(task, subset(read_examples(task, path, labelled), max_examples, seed), tokenizer, max_seq_length)
