@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,16 +22,25 @@ def dummy_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -
 
 
 @torch.inference_mode()
-def cpu_latency(model: nn.Module, batch_size: int, seq_len: int, repeats: int = 10, warmup: int = 2) -> float:
-    """Median seconds of one forward pass (inference mode, eval) over `repeats` timed runs."""
-    model.eval()
-    batch = dummy_batch(batch_size, seq_len, model.config.vocab_size)
+def cpu_latency(model: nn.Module | Callable[[dict[str, torch.Tensor]], Any], batch_size: int, seq_len: int,
+                repeats: int = 10, warmup: int = 2, vocab_size: int | None = None) -> float:
+    """Median seconds of one forward pass over `repeats` timed runs: of a model (inference mode, eval), or of
+    any callable taking a batch dict (an onnxruntime session's wrapper)."""
+    if isinstance(model, nn.Module):
+        model.eval()
+        vocab_size = model.config.vocab_size
+
+        def call(batch):
+            return model(**batch)
+    else:
+        call = model
+    batch = dummy_batch(batch_size, seq_len, vocab_size)
     for _ in range(warmup):
-        model(**batch)
+        call(batch)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        model(**batch)
+        call(batch)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -62,3 +73,19 @@ def run_measuring_rss(cmd: list[str], cwd: str | Path, env: dict[str, str] | Non
             pass
         time.sleep(poll_seconds)
     return time.perf_counter() - start, sorted(peaks.values(), reverse=True), proc.returncode, proc.stderr.read()
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Encoder parameters (DESIGN.md's convention: weight matrices and linear biases, no LayerNorm) and all
+    parameters, int8 weights of quantized Linear maps included."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantLinear
+
+    def count(module: nn.Module, skip_layernorm: bool) -> int:
+        n = sum(p.numel() for name, p in module.named_parameters() if not (skip_layernorm and "LayerNorm" in name))
+        for m in module.modules():
+            if isinstance(m, DynamicQuantLinear):
+                n += m.weight().numel() + (m.bias().numel() if m.bias() is not None else 0)
+        return n
+
+    base = getattr(model, "base_model", model)
+    return {"encoder": count(base.encoder, True), "total": count(model, False)}

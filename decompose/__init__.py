@@ -14,6 +14,7 @@ from .modeling_tucker_bert import (
     TuckerBertForSequenceClassification,
     TuckerBertModel,
     TuckerBertModelOutput,
+    fold_for_inference,
 )
 from .tucker import SharedTucker, decompose_fast, decompose_hooi, relative_errors
 
@@ -28,6 +29,7 @@ __all__ = [
     "TuckerBertForSequenceClassification",
     "TuckerBertForMaskedLM",
     "TuckerBertModelOutput",
+    "fold_for_inference",
     "SharedTucker",
     "decompose_fast",
     "decompose_hooi",

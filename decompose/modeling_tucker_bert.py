@@ -114,6 +114,61 @@ class FanInProjection(nn.Module):
         return F.linear(torch.matmul(x, w.fan_in[self.rows]), w.U, self.bias)
 
 
+class LinearFanOut(nn.Module):
+    """A fan-out group folded for inference: two plain Linear maps (x Vᵀ, then [U C_i]ᵀ), so that int8
+    dynamic quantization and ONNX export see ordinary linear layers."""
+
+    def __init__(self, hidden_size: int, rank_dim: int, n_blocks: int):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, rank_dim, bias=False)
+        self.up = nn.Linear(rank_dim, n_blocks * hidden_size)
+
+    def forward(self, x: torch.Tensor, w: FoldedWeights | None = None) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+class LinearFanIn(nn.Module):
+    """The fan-in group folded for inference: x [Vᵀ C_jᵀ]_j, then Uᵀ, as two plain Linear maps."""
+
+    def __init__(self, hidden_size: int, rank_dim: int, n_blocks: int):
+        super().__init__()
+        self.down = nn.Linear(n_blocks * hidden_size, rank_dim, bias=False)
+        self.up = nn.Linear(rank_dim, hidden_size)
+
+    def forward(self, x: torch.Tensor, w: FoldedWeights | None = None) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+@torch.no_grad()
+def fold_for_inference(model: nn.Module) -> nn.Module:
+    """Replace every factorized projection by its folded Linear form and drop the shared factors, in place.
+
+    The outputs are unchanged; the model can no longer be trained as a Tucker model. Folding trades the
+    factors' compactness for plain matrices (about 12·h·d weights per layer instead of the shared bank).
+    """
+    base = model.bert if hasattr(model, "bert") else model
+    w = base.encoder.factors.folded()
+    h = base.config.hidden_size
+    for layer in base.encoder.layer:
+        for parent, name in ((layer.attention, "qkv"), (layer.attention, "output"),
+                             (layer.ffn, "intermediate"), (layer.ffn, "output")):
+            proj = getattr(parent, name)
+            if isinstance(proj, FanOutProjection):
+                new = LinearFanOut(h, w.V.shape[0], proj.bias.numel() // h)
+                new.down.weight.copy_(w.V)
+                new.up.weight.copy_(w.fan_out[proj.rows])
+            elif isinstance(proj, FanInProjection):
+                new = LinearFanIn(h, w.V.shape[0], (proj.rows.stop - proj.rows.start) // h)
+                new.down.weight.copy_(w.fan_in[proj.rows].T)
+                new.up.weight.copy_(w.U)
+            else:
+                continue
+            new.up.bias.copy_(proj.bias)
+            setattr(parent, name, new.to(proj.bias.device))
+    del base.encoder.factors
+    return model
+
+
 class DenseProjection(nn.Linear):
     """A sublayer that `ops` leaves dense; same call signature as the factorized projections."""
 
@@ -312,14 +367,16 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
         x = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
                             position_ids=position_ids, inputs_embeds=inputs_embeds)
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # An all-ones mask is dropped for the fused kernel's sake; a traced graph (ONNX export) must keep it.
+        tracing = torch.compiler.is_exporting() or torch.compiler.is_compiling()
+        if attention_mask is not None and (tracing or not bool(attention_mask.all())):
             mask = additive_attention_mask(attention_mask, x.dtype)
         n_layers = len(self.encoder.layer)
         if output_attentions or output_attention_scores is True:
             score_layers = set(range(n_layers))
         else:
             score_layers = set(output_attention_scores or ())
-        w = self.encoder.factors.folded()
+        w = self.encoder.factors.folded() if hasattr(self.encoder, "factors") else None  # None once folded
         hidden, scores_all, probs_all = [x], [], []
         for i, layer in enumerate(self.encoder.layer):
             x, scores, probs = layer(x, mask, w, i in score_layers)
@@ -411,4 +468,5 @@ __all__ = [
     "TuckerBertForMaskedLM",
     "TuckerBertPreTrainedModel",
     "TuckerBertModelOutput",
+    "fold_for_inference",
 ]

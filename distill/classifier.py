@@ -41,12 +41,15 @@ def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_mode
     from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    from compress.pruned_bert import PrunedBertForSequenceClassification
+    from compress.quantization import load_quantized, quantization_of
     from decompose import TuckerBertForSequenceClassification
 
     hf_logging.set_verbosity_error()  # its load report would list the new head as a problem; it is checked here
     model_dir = resolve_model_dir(name_or_path, flag)
     config = read_config_dict(model_dir, flag)
-    classes = {"bert": BertForSequenceClassification, "tucker_bert": TuckerBertForSequenceClassification}
+    classes = {"bert": BertForSequenceClassification, "tucker_bert": TuckerBertForSequenceClassification,
+               "pruned_bert": PrunedBertForSequenceClassification}
     cls = classes.get(config.get("model_type"))
     if cls is None:
         raise InputError(f"{flag} {name_or_path}: model_type {config.get('model_type')!r} is not a BERT or TD model")
@@ -60,6 +63,13 @@ def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_mode
     elif need_task_model:
         raise InputError(f"{flag} {name_or_path}: not fine-tuned on {task.name}, it has no classifier for it "
                          "(run `xcompress finetune`, or `xcompress task-distill` for a TD model)")
+    if quantization_of(config):
+        if not trained:
+            raise InputError(f"{flag} {name_or_path}: a quantized model must be a task model (quantize after training)")
+        try:
+            return load_quantized(model_dir, cls), model_dir
+        except (OSError, ValueError, RuntimeError) as e:
+            raise InputError(f"{flag} {name_or_path}: cannot load int8 weights ({str(e).splitlines()[0]})") from e
     try:
         model_config = cls.config_class.from_pretrained(str(model_dir))
         if not trained:

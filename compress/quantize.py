@@ -1,0 +1,205 @@
+"""The quantize stage: a task model (dense, pruned or TD) -> its int8 dynamic-quantized copy, with score,
+size and CPU latency before and after; with `--onnx`, the same model exported to ONNX and run by
+onnxruntime in fp32 and int8, checked against PyTorch.
+
+    xcompress quantize --model runs/td-sst2 --output_dir runs/td-sst2-int8 --task_name SST-2 \
+        --data_dir data/glue_data --onnx
+
+Writes the int8 model directory (loadable by `xcompress evaluate`), `onnx/model.onnx` and
+`onnx/model.int8.onnx` with `--onnx`, `quantize_config.json` and `quantize_summary.json`.
+ONNX fp32 logits must agree with PyTorch's within `ONNX_FP32_TOLERANCE`; int8 graphs differ from PyTorch's
+int8 by rounding, so their agreement is reported (predicted labels, max logit difference), not enforced.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from decompose.stage import TOKENIZER_FILES
+
+from .atomic import atomic_output_dir, check_output_dir, write_json
+from .errors import InputError
+from .measure import cpu_latency, parameter_counts, size_on_disk
+from .model_paths import read_config_dict, resolve_model_dir
+from .quantization import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
+
+ONNX_FP32_TOLERANCE = 1e-4  # max |logit difference| between onnxruntime fp32 and PyTorch fp32
+
+
+@dataclasses.dataclass
+class QuantizeConfig:
+    model: str
+    output_dir: str
+    task_name: str | None = None
+    data_dir: str | None = None
+    onnx: bool = False
+    per_tensor: bool = False
+    max_seq_length: int = 128
+    eval_batch_size: int = 64
+    latency_seq_length: int = 128
+    latency_repeats: int = 5
+    overwrite_output_dir: bool = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a task model: fine-tuned, distilled or pruned")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--task_name", help="with --data_dir: dev score before and after")
+    p.add_argument("--data_dir")
+    p.add_argument("--onnx", action="store_true", help="also export ONNX (fp32 and int8) and run it with onnxruntime")
+    p.add_argument("--per_tensor", action="store_true", help="one scale per matrix instead of per output channel")
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--eval_batch_size", type=int, default=64)
+    p.add_argument("--latency_seq_length", type=int, default=128)
+    p.add_argument("--latency_repeats", type=int, default=5)
+    p.add_argument("--overwrite_output_dir", action="store_true")
+
+
+CONFIG = QuantizeConfig
+
+
+def run(cfg: QuantizeConfig) -> dict[str, Any]:
+    from distill.classifier import evaluate_features, load_classifier
+    from distill.glue import dev_files, get_task
+    from distill.task_data import load_features, load_tokenizer
+
+    started = time.perf_counter()
+    model_dir = resolve_model_dir(cfg.model, "--model")
+    if quantization_of(read_config_dict(model_dir, "--model")):
+        raise InputError(f"--model {cfg.model}: already quantized (quantize the fp32 model it came from)")
+    if (cfg.task_name is None) != (cfg.data_dir is None):
+        raise InputError("--task_name and --data_dir go together (both to score the model, neither to skip it)")
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    task = get_task(cfg.task_name) if cfg.task_name else None
+    if task is not None:
+        model, _ = load_classifier(cfg.model, "--model", task, need_task_model=True)
+        dev = load_features(task, dev_files(task, cfg.data_dir)[0], load_tokenizer(model_dir, "--model"), cfg.max_seq_length)
+    else:
+        model, dev = _load_any_classifier(model_dir), None
+    if is_quantized(model):
+        raise InputError(f"--model {cfg.model}: already quantized")
+    fp32 = {"backend": "pytorch fp32", **_measure(model, model_dir, cfg, task, dev, evaluate_features)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch.ao's notices about its quantized-tensor API
+        int8_model = quantize_(copy.deepcopy(model), QuantizationConfig(per_channel=not cfg.per_tensor))
+    rows = [fp32]
+    with atomic_output_dir(out) as tmp:
+        save_quantized(int8_model, tmp)
+        for name in TOKENIZER_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, tmp / name)
+        rows.append({"backend": "pytorch int8", **_measure(int8_model, tmp, cfg, task, dev, evaluate_features)})
+        onnx = _onnx(model, int8_model, tmp / "onnx", cfg, task, dev) if cfg.onnx else None
+        if onnx is not None:
+            rows += onnx.pop("rows")
+        summary = {"model": str(model_dir), "output_dir": str(out), "task": task.name if task else None,
+                   "model_type": model.config.model_type, "rows": rows, "onnx": onnx,
+                   "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
+        write_json(tmp / "quantize_config.json", dataclasses.asdict(cfg))
+        write_json(tmp / "quantize_summary.json", summary)
+    return summary
+
+
+def _load_any_classifier(model_dir: Path):
+    from transformers import AutoModelForSequenceClassification
+
+    import compress.pruned_bert  # noqa: F401  (registers pruned_bert with the Auto classes)
+    import decompose  # noqa: F401  (registers tucker_bert)
+
+    return AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+
+
+def _measure(model, model_dir: Path, cfg: QuantizeConfig, task, dev, evaluate_features) -> dict[str, Any]:
+    row = {"size_on_disk_bytes": size_on_disk(model_dir), "params": parameter_counts(model),
+           "latency_b1_s": cpu_latency(model, 1, cfg.latency_seq_length, cfg.latency_repeats),
+           "latency_b32_s": cpu_latency(model, 32, cfg.latency_seq_length, cfg.latency_repeats)}
+    if task is not None:
+        row["dev"] = evaluate_features(model, task, dev, cfg.eval_batch_size)
+    return row
+
+
+def _onnx(model, int8_model, directory: Path, cfg: QuantizeConfig, task, dev) -> dict[str, Any]:
+    from .onnx_export import FP32_FILE, INT8_FILE, OnnxClassifier, export_onnx, quantize_onnx
+
+    directory.mkdir()
+    export_onnx(model, directory / FP32_FILE)
+    quantize_onnx(directory / FP32_FILE, directory / INT8_FILE)
+    batches = _check_batches(dev, model.config.vocab_size)
+    with torch.inference_mode():
+        torch_fp32 = np.concatenate([model(**b).logits.numpy() for b in batches])
+        torch_int8 = np.concatenate([int8_model(**b).logits.numpy() for b in batches])
+    rows, agreement = [], {}
+    threads = torch.get_num_threads()
+    for label, name, reference in (("onnxruntime fp32", FP32_FILE, torch_fp32), ("onnxruntime int8", INT8_FILE, torch_int8)):
+        session = OnnxClassifier(directory / name, threads)
+        logits = np.concatenate([session.logits(b) for b in batches])
+        diff = float(np.abs(logits - reference).max())
+        same = float((logits.argmax(-1) == reference.argmax(-1)).mean()) if logits.shape[1] > 1 else None
+        agreement[label] = {"against": label.replace("onnxruntime", "pytorch"), "max_abs_logit_diff": diff,
+                            "same_prediction": same, "examples": len(logits)}
+        row = {"backend": label, "size_on_disk_bytes": (directory / name).stat().st_size,
+               "latency_b1_s": cpu_latency(session.logits, 1, cfg.latency_seq_length, cfg.latency_repeats,
+                                           vocab_size=model.config.vocab_size),
+               "latency_b32_s": cpu_latency(session.logits, 32, cfg.latency_seq_length, cfg.latency_repeats,
+                                            vocab_size=model.config.vocab_size)}
+        if task is not None:
+            row["dev"] = _onnx_score(session, task, dev, cfg.eval_batch_size)
+        rows.append(row)
+    fp32_diff = agreement["onnxruntime fp32"]["max_abs_logit_diff"]
+    if not fp32_diff <= ONNX_FP32_TOLERANCE:
+        raise RuntimeError(f"ONNX export disagrees with PyTorch: max |logit difference| {fp32_diff:.2e} > "
+                           f"{ONNX_FP32_TOLERANCE:g}")
+    return {"rows": rows, "agreement": agreement, "fp32_tolerance": ONNX_FP32_TOLERANCE}
+
+
+def _check_batches(dev, vocab_size: int) -> list[dict[str, torch.Tensor]]:
+    """Real dev batches (padding included) when a task is given, else random token batches."""
+    from .measure import dummy_batch
+
+    if dev is None:
+        return [dummy_batch(16, 64, vocab_size, seed=s) for s in range(4)]
+    ids = np.arange(min(len(dev), 512))
+    batches = [dev.batch(ids[i:i + 64]) for i in range(0, len(ids), 64)]
+    for b in batches:
+        b.pop("labels")
+    return batches
+
+
+def _onnx_score(session, task, dev, batch_size: int) -> dict[str, float]:
+    from distill.classifier import predictions
+    from distill.metrics import glue_metrics
+
+    ids = np.arange(len(dev))
+    logits = []
+    for i in range(0, len(ids), batch_size):
+        b = dev.batch(ids[i:i + batch_size])
+        b.pop("labels")
+        logits.append(session.logits(b))
+    return glue_metrics(task.metric, predictions(task, np.concatenate(logits)), dev.labels)
+
+
+def report(summary: dict[str, Any]) -> str:
+    base = summary["rows"][0]
+    lines = [f"{'backend':<18} {'MB':>7} {'b1 ms':>8} {'b1 x':>6} {'b32 ms':>8} {'b32 x':>6} {'dev':>8}"]
+    for r in summary["rows"]:
+        score = f"{r['dev']['score']:.4f}" if "dev" in r else "-"
+        lines.append(f"{r['backend']:<18} {r['size_on_disk_bytes'] / 1e6:>7.1f} {r['latency_b1_s'] * 1e3:>8.1f} "
+                     f"{base['latency_b1_s'] / r['latency_b1_s']:>6.2f} {r['latency_b32_s'] * 1e3:>8.1f} "
+                     f"{base['latency_b32_s'] / r['latency_b32_s']:>6.2f} {score:>8}")
+    if summary["onnx"]:
+        for label, a in summary["onnx"]["agreement"].items():
+            same = f", same prediction {a['same_prediction']:.1%}" if a["same_prediction"] is not None else ""
+            lines.append(f"{label} vs {a['against']}: max |logit diff| {a['max_abs_logit_diff']:.2e}{same} "
+                         f"on {a['examples']} examples")
+    lines.append(f"x: speed-up over PyTorch fp32 (CPU, sequence {summary['config']['latency_seq_length']}). "
+                 f"-> {summary['output_dir']}")
+    return "\n".join(lines)
