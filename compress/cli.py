@@ -38,6 +38,7 @@ STAGES = {
     "augment": ("distill.augment", "TinyBERT data augmentation of a GLUE task's training set"),
     "task-distill": ("distill.task", "distil a fine-tuned teacher into a TD student on a GLUE task"),
     "evaluate": ("distill.evaluate", "GLUE dev metrics (and test submissions) of a model"),
+    "prune": ("compress.prune", "structured, TD-rank or unstructured pruning of a task model, with recovery"),
     "quantize": ("compress.quantize", "int8 dynamic quantization (PyTorch and ONNX Runtime) of a task model"),
     "demo": ("compress.demo", "the main job on the embedded defaults"),
 }

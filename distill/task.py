@@ -75,9 +75,9 @@ def run(cfg: TaskDistillConfig) -> dict[str, Any]:
         if teacher.config.model_type != "bert":
             raise InputError(f"--teacher_model {cfg.teacher_model}: the teacher must be a dense BERT model")
         student, student_dir = job.load_model(cfg.student_model, "--student_model")
-        if student.config.model_type != "tucker_bert":
-            raise InputError(f"--student_model {cfg.student_model}: not a TD model (make one with `xcompress decompose` "
-                             "and `xcompress general-distill`)")
+        if "intermediate" in cfg.phases and student.config.model_type != "tucker_bert":
+            raise InputError(f"--student_model {cfg.student_model}: not a TD model, which the intermediate phase needs "
+                             "(make one with `xcompress decompose` and `xcompress general-distill`)")
         shared_vocab(teacher_dir, student_dir)
         job.prepare(student_dir, cfg.aug_train)
         phases = []

@@ -46,6 +46,7 @@ class TaskTrainingConfig:
     seed: int = 42
     overwrite_output_dir: bool = False
     do_lower_case: bool = False
+    keep_sparsity: bool = False
     quiet: bool = False
 
 
@@ -57,6 +58,7 @@ _HELP = {
     "max_train_examples": "train on a seeded random subset of this many examples",
     "eval_step": "evaluate on dev every this many steps (and at the end)",
     "do_lower_case": "accepted for TinyBERT compatibility (the model's tokenizer decides)",
+    "keep_sparsity": "weights that are zero at the start stay zero (fine-tuning a magnitude-pruned model)",
 }
 _FIRST = ("task_name", "data_dir", "output_dir")
 
@@ -133,6 +135,10 @@ class TaskRun:
         return LoopSettings(**{f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(LoopSettings)})
 
     def run_phase(self, phase: Phase) -> dict[str, Any]:
+        if self.cfg.keep_sparsity:
+            from compress.prune_unstructured import SparsityMask
+
+            phase.after_step = SparsityMask(phase.model)
         return run_phase(phase, self.train, self.dev, self.task, self.settings(), self.dist, self.out,
                          self.tokenizer_files, self.log)
 

@@ -88,6 +88,7 @@ class Phase:
     learning_rate: float
     evaluate: bool
     max_steps: int | None = None  # overrides the epochs
+    after_step: Callable[[], None] | None = None  # a constraint re-applied after every optimizer step
 
 
 @dataclasses.dataclass
@@ -139,6 +140,8 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
                 (losses["loss"] / s.gradient_accumulation_steps).backward()
             loss_sum += float(losses["loss"].detach()) / s.gradient_accumulation_steps
         dist.step(optimizer, objective.parameters(), s.max_grad_norm)
+        if phase.after_step is not None:
+            phase.after_step()
         scheduler.step()
         optimizer.zero_grad()
         done = step + 1

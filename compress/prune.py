@@ -1,0 +1,351 @@
+"""The prune stage: a task model -> pruned task models, each recovered by fine-tuning (or by distillation
+from `--teacher_model`), with a table and plots of score and size against what was kept.
+
+    xcompress prune --model runs/teacher-sst2 --task_name SST-2 --data_dir data/glue_data \
+        --output_dir runs/pruned --target_num_of_heads 8,6,4 --target_ffn_size 1024,512      (a sweep)
+    xcompress prune --model runs/td-sst2 --pruning_type rank --target_rank_dim 96 --target_rank_layer 18 ...
+    xcompress prune --model runs/teacher-sst2 --pruning_type unstructured --amount_ffn 0.7 --amount_attention 0.5 \
+        --iterations 3 ...
+
+Structured pruning (dense and pruned BERT): TextPruner's targets, `--target_num_of_heads` and
+`--target_ffn_size` as averages per layer allocated over layers by importance (`--even`: the same in every
+layer), or `--layer_num_heads` / `--layer_ffn_sizes` per layer. Rank pruning (TD): `--target_rank_dim`,
+`--target_rank_layer`. Unstructured: `--amount` for every group, `--amount_<group>` for one, `--iterations`
+steps of prune-then-recover. Comma lists make a sweep: one model per setting (the grid of heads x FFN sizes,
+of d x l, or the list of amounts), each in `<output_dir>/<setting>/`; a single setting is `<output_dir>` itself.
+Settings sharing a head count reuse one head-pruned, recovered model and prune only its FFN.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import check_output_dir, write_json
+from .errors import InputError
+from .measure import parameter_counts, size_on_disk
+from .prune_unstructured import GROUPS, compressed_size, sparsity
+from .pruning import KINDS, PruningConfig, prune_
+
+WEIGHTS = "model.safetensors"
+
+
+@dataclasses.dataclass(kw_only=True)
+class PruneConfig:
+    model: str
+    task_name: str
+    data_dir: str
+    output_dir: str
+    pruning_type: str = "structured"
+    importance: str = "taylor"
+    importance_examples: int = 512
+    target_num_of_heads: str | None = None
+    target_ffn_size: str | None = None
+    layer_num_heads: str | None = None
+    layer_ffn_sizes: str | None = None
+    even: bool = False
+    target_rank_dim: str | None = None
+    target_rank_layer: str | None = None
+    amount: str | None = None
+    amount_attention: float | None = None
+    amount_ffn: float | None = None
+    amount_factors: float | None = None
+    amount_embeddings: float | None = None
+    amount_classifier: float | None = None
+    iterations: int = 1
+    teacher_model: str | None = None
+    num_train_epochs: float = 1.0
+    learning_rate: float = 2e-5
+    max_steps: int | None = None
+    train_batch_size: int = 32
+    eval_batch_size: int = 128
+    max_seq_length: int = 128
+    max_train_examples: int | None = None
+    eval_step: int = 200
+    seed: int = 42
+    overwrite_output_dir: bool = False
+    quiet: bool = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a task model (fine-tuned, distilled, or pruned before)")
+    p.add_argument("--task_name", required=True)
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--pruning_type", choices=KINDS, default="structured")
+    p.add_argument("--importance", choices=["taylor", "l1"], default="taylor",
+                   help="taylor: |sum w*grad| on task data; l1: weight magnitude")
+    p.add_argument("--importance_examples", type=int, default=512, help="training examples the taylor scores use")
+    p.add_argument("--target_num_of_heads", help="average heads kept per layer; a comma list sweeps")
+    p.add_argument("--target_ffn_size", help="average FFN neurons kept per layer; a comma list sweeps")
+    p.add_argument("--layer_num_heads", help="heads kept in each layer, e.g. 12,10,8,8,6,4")
+    p.add_argument("--layer_ffn_sizes", help="FFN neurons kept in each layer")
+    p.add_argument("--even", action="store_true", help="the same count in every layer (default: allocate by importance)")
+    p.add_argument("--target_rank_dim", help="TD rank d kept; a comma list sweeps")
+    p.add_argument("--target_rank_layer", help="TD cores l kept; a comma list sweeps")
+    p.add_argument("--amount", help="unstructured: fraction of weights zeroed in every group; a comma list sweeps")
+    for group in GROUPS:
+        p.add_argument(f"--amount_{group}", type=float, help=f"unstructured: fraction zeroed in the {group} weights")
+    p.add_argument("--iterations", type=int, default=1, help="unstructured: prune-then-recover steps to the target")
+    p.add_argument("--teacher_model", help="recover by distilling this fine-tuned teacher's predictions")
+    p.add_argument("--num_train_epochs", type=float, default=1.0, help="recovery epochs (0: no recovery)")
+    p.add_argument("--learning_rate", type=float, default=2e-5)
+    p.add_argument("--max_steps", type=int, help="recovery steps (overrides the epochs)")
+    p.add_argument("--train_batch_size", type=int, default=32)
+    p.add_argument("--eval_batch_size", type=int, default=128)
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--max_train_examples", type=int, help="recover on a seeded subset of this many examples")
+    p.add_argument("--eval_step", type=int, default=200)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--overwrite_output_dir", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+CONFIG = PruneConfig
+
+
+@dataclasses.dataclass
+class Setting:
+    """One model of the sweep: what to prune, from which source (a setting's name, or None: the input)."""
+
+    pruning: PruningConfig
+    source: str | None = None
+    shared: bool = False  # an intermediate other settings derive from
+
+
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{flag} {text}: expected integers separated by commas") from None
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{flag} {text}: expected numbers separated by commas") from None
+
+
+def plan_settings(cfg: PruneConfig) -> dict[str, Setting]:
+    """Every setting of the sweep by name, intermediates first."""
+    kind, imp = cfg.pruning_type, cfg.importance
+    if kind == "structured":
+        heads: list = _ints(cfg.target_num_of_heads, "--target_num_of_heads") or [None]
+        ffn: list = _ints(cfg.target_ffn_size, "--target_ffn_size") or [None]
+        if cfg.layer_num_heads:
+            heads = [_ints(cfg.layer_num_heads, "--layer_num_heads")]
+        if cfg.layer_ffn_sizes:
+            ffn = [_ints(cfg.layer_ffn_sizes, "--layer_ffn_sizes")]
+        if heads == [None] and ffn == [None]:
+            raise InputError("--pruning_type structured: give --target_num_of_heads and/or --target_ffn_size "
+                             "(or --layer_num_heads / --layer_ffn_sizes)")
+        settings: dict[str, Setting] = {}
+        for h, f in itertools.product(heads, ffn):
+            whole = PruningConfig("structured", imp, heads=h, ffn_size=f, even=cfg.even)
+            if h is not None and f is not None and len(ffn) > 1:
+                base = PruningConfig("structured", imp, heads=h, even=cfg.even)
+                settings.setdefault(base.name, Setting(base, shared=True))
+                settings[whole.name] = Setting(PruningConfig("structured", imp, ffn_size=f, even=cfg.even),
+                                               source=base.name)
+            else:
+                settings.setdefault(whole.name, Setting(whole))
+        return dict(sorted(settings.items(), key=lambda kv: kv[1].source is not None))
+    if kind == "rank":
+        dims = _ints(cfg.target_rank_dim, "--target_rank_dim") or [None]
+        layers = _ints(cfg.target_rank_layer, "--target_rank_layer") or [None]
+        if dims == [None] and layers == [None]:
+            raise InputError("--pruning_type rank: give --target_rank_dim and/or --target_rank_layer")
+        return {(s := PruningConfig("rank", imp, rank_dim=d, rank_layer=l)).name: Setting(s)
+                for d, l in itertools.product(dims, layers)}
+    overrides = {g: getattr(cfg, f"amount_{g}") for g in GROUPS if getattr(cfg, f"amount_{g}") is not None}
+    amounts = _floats(cfg.amount, "--amount") or [None]
+    if amounts == [None] and not overrides:
+        raise InputError("--pruning_type unstructured: give --amount and/or --amount_<group>")
+    out = {}
+    for a in amounts:
+        s = PruningConfig("unstructured", imp, amounts={g: a for g in GROUPS if a is not None} | overrides)
+        out[s.name] = Setting(s)
+    return out
+
+
+def run(cfg: PruneConfig) -> dict[str, Any]:
+    from distill.classifier import evaluate_features, load_classifier
+    from distill.glue import dev_files, get_task, task_dir, train_file
+    from distill.task_data import load_features, load_tokenizer
+
+    started = time.perf_counter()
+    if cfg.iterations < 1:
+        raise InputError(f"--iterations {cfg.iterations}: must be >= 1")
+    if cfg.iterations > 1 and cfg.pruning_type != "unstructured":
+        raise InputError("--iterations: iterative pruning is for --pruning_type unstructured")
+    task = get_task(cfg.task_name)
+    task_dir(cfg.data_dir, task)
+    settings = plan_settings(cfg)
+    model, model_dir = load_classifier(cfg.model, "--model", task, need_task_model=True)
+    for name, s in settings.items():
+        try:
+            s.pruning.check(model)
+        except ValueError as e:
+            raise InputError(f"--model {cfg.model}, setting {name}: {e}") from e
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    tokenizer = load_tokenizer(model_dir, "--model")
+    dev = load_features(task, dev_files(task, cfg.data_dir)[0], tokenizer, cfg.max_seq_length)
+    importance = None
+    if cfg.importance == "taylor" and cfg.pruning_type != "unstructured":
+        importance = load_features(task, train_file(task, cfg.data_dir, aug=False), tokenizer, cfg.max_seq_length,
+                                   cfg.importance_examples, cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "prune_config.json", dataclasses.asdict(cfg))
+
+    original = _row("original", model, model_dir, evaluate_features(model, task, dev, cfg.eval_batch_size))
+    single = len(settings) == 1
+    rows, dirs = [], {}
+    for name, setting in settings.items():
+        source = dirs[setting.source] if setting.source else model_dir
+        target = out if single else out / name
+        info = _prune_and_recover(cfg, setting.pruning, source, target, task, importance, load_classifier)
+        final, _ = load_classifier(str(target), "--output_dir", task, need_task_model=True)
+        row = _row(name, final, target, evaluate_features(final, task, dev, cfg.eval_batch_size))
+        row |= {"setting": dataclasses.asdict(setting.pruning), "derived_from": setting.source,
+                "shared_intermediate": setting.shared, "pruned": info,
+                "percent_of_original": 100 * row["score"] / original["score"] if original["score"] else None}
+        rows.append(row)
+        dirs[name] = target
+        if not cfg.quiet:
+            print(f"prune {name}: dev {row['score']:.4f} ({row['percent_of_original']:.1f}% of "
+                  f"{original['score']:.4f}), {row['size_on_disk_bytes'] / 1e6:.1f} MB", flush=True)
+    summary = {"task": task.name, "model": str(model_dir), "pruning_type": cfg.pruning_type, "original": original,
+               "rows": rows, "output_dir": str(out), "seconds": time.perf_counter() - started,
+               "config": dataclasses.asdict(cfg)}
+    summary["plots"] = _plots(summary, out / "plots") if cfg.pruning_type == "structured" and len(rows) > 1 else []
+    (out / "prune_results.md").write_text(report(summary) + "\n")
+    write_json(out / "prune_summary.json", summary)
+    return summary
+
+
+def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, target: Path, task, importance,
+                       load_classifier) -> dict[str, Any]:
+    """Prune `source` into `target` (recovering after each iteration) and leave the final model at its top."""
+    from distill.checkpoint import publish_model, save_model_dir
+    from decompose.stage import TOKENIZER_FILES
+
+    steps = cfg.iterations
+    info: dict[str, Any] = {}
+    for k in range(1, steps + 1):
+        work = target if steps == 1 else target / f"iter_{k}"
+        model, _ = load_classifier(str(source), "--model", task, need_task_model=True)
+        step = pruning
+        if steps > 1:  # cumulative sparsity 1-(1-a)^(k/n): equal fractions of what is left at each step
+            step = dataclasses.replace(pruning, amounts={g: 1 - (1 - a) ** (k / steps) for g, a in pruning.amounts.items()})
+        info = prune_(model, step, _batches(importance, cfg) if importance is not None else None)
+        tokenizer_files = [source / f for f in TOKENIZER_FILES if (source / f).is_file()]
+        save_model_dir(model, work / "pruned", tokenizer_files)
+        if cfg.num_train_epochs > 0 or cfg.max_steps:
+            _recover(cfg, work / "pruned", work, task.name, keep_sparsity=pruning.kind == "unstructured")
+        else:
+            publish_model(work, work / "pruned")
+        source = work
+    if steps > 1:
+        publish_model(target, source)
+    return info
+
+
+def _batches(features, cfg: PruneConfig):
+    ids = np.arange(len(features))
+    for i in range(0, len(ids), cfg.train_batch_size):
+        yield features.batch(ids[i:i + cfg.train_batch_size])
+
+
+def _recover(cfg: PruneConfig, pruned: Path, out: Path, task_name: str, keep_sparsity: bool) -> None:
+    """Fine-tune the pruned model on the gold labels, or distil the teacher's predictions into it."""
+    common = dict(task_name=task_name, data_dir=cfg.data_dir, output_dir=str(out), num_train_epochs=cfg.num_train_epochs,
+                  learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
+                  eval_batch_size=cfg.eval_batch_size, max_seq_length=cfg.max_seq_length,
+                  max_train_examples=cfg.max_train_examples, eval_step=cfg.eval_step, seed=cfg.seed,
+                  keep_sparsity=keep_sparsity, overwrite_output_dir=True, quiet=cfg.quiet)
+    if cfg.teacher_model:
+        from distill.task import TaskDistillConfig
+        from distill.task import run as distil
+
+        distil(TaskDistillConfig(teacher_model=cfg.teacher_model, student_model=str(pruned), stage="prediction", **common))
+    else:
+        from distill.finetune import FinetuneConfig
+        from distill.finetune import run as finetune
+
+        finetune(FinetuneConfig(model=str(pruned), **common))
+    shutil.rmtree(out / "best", ignore_errors=True)  # the best checkpoint is the published model at the top
+
+
+def _row(name: str, model, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+    from .prune_structured import current_sizes
+
+    row = {"name": name, "model_type": model.config.model_type, "params": parameter_counts(model),
+           "size_on_disk_bytes": size_on_disk(model_dir), "compressed_bytes": compressed_size(model_dir / WEIGHTS),
+           "sparsity": sparsity(model)["all"]["sparsity"], "dev": metrics, "score": metrics["score"]}
+    if model.config.model_type in ("bert", "pruned_bert"):
+        heads, ffn = current_sizes(model)
+        row |= {"heads": sum(heads), "layer_num_heads": heads, "ffn_size": sum(ffn) / len(ffn), "layer_ffn_sizes": ffn}
+    if model.config.model_type == "tucker_bert":
+        row |= {"rank_dim": model.config.rank_dim, "rank_layer": model.config.rank_layer}
+    return row
+
+
+def _plots(summary: dict[str, Any], directory: Path) -> list[str]:
+    """Score and size against heads kept (FFN unpruned) and against FFN size (heads unpruned)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    o = summary["original"]
+    written = []
+    for axis, label, other in (("heads", "attention heads kept (all layers)", "ffn_size"),
+                               ("ffn_size", "FFN neurons per layer (mean)", "heads")):
+        points = [o] + [r for r in summary["rows"] if r.get(other) == o.get(other) and r.get(axis) != o.get(axis)]
+        if len(points) < 2:
+            continue
+        points.sort(key=lambda r: r[axis])
+        xs = [r[axis] for r in points]
+        for y, ylabel, fname in ((lambda r: r["score"], f"{summary['task']} dev score", f"score_vs_{axis}.png"),
+                                 (lambda r: r["size_on_disk_bytes"] / 1e6, "size on disk (MB)", f"size_vs_{axis}.png")):
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            ax.plot(xs, [y(r) for r in points], marker="o")
+            ax.set_xlabel(label)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(directory / fname, dpi=100)
+            plt.close(fig)
+            written.append(str(directory / fname))
+    return written
+
+
+def report(summary: dict[str, Any]) -> str:
+    o = summary["original"]
+    lines = [f"# Pruning {summary['model']} on {summary['task']} ({summary['pruning_type']})", "",
+             "| setting | heads | FFN/layer | rank d, l | encoder params | MB | gzip MB | sparsity | dev score | % of original |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in [o, *summary["rows"]]:
+        ranks = f"{r['rank_dim']}, {r['rank_layer']}" if "rank_dim" in r else "-"
+        pct = f"{r.get('percent_of_original', 100.0):.1f}" if r.get("percent_of_original", 100.0) is not None else "-"
+        lines.append(f"| {r['name']} | {r.get('heads', '-')} | {r['ffn_size']:.0f} | {ranks} | {r['params']['encoder']:,} | "
+                     f"{r['size_on_disk_bytes'] / 1e6:.1f} | {r['compressed_bytes'] / 1e6:.1f} | {r['sparsity']:.1%} | "
+                     f"{r['score']:.4f} | {pct} |" if "ffn_size" in r else
+                     f"| {r['name']} | - | - | {ranks} | {r['params']['encoder']:,} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
+                     f"{r['compressed_bytes'] / 1e6:.1f} | {r['sparsity']:.1%} | {r['score']:.4f} | {pct} |")
+    if summary["pruning_type"] == "unstructured":
+        lines += ["", "Zeroed weights shrink the gzip-compressed file; dense kernels do not run faster on them."]
+    lines += ["", f"{summary['seconds'] / 60:.1f} min -> {summary['output_dir']}"]
+    return "\n".join(lines)
