@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import InputError, PeerFailure
+from .errors import InputError, PeerFailure, StageFailure
 
 class FlagParser(argparse.ArgumentParser):
     """argparse with TinyBERT-style underscore flags that also accept dashes, and one-line errors."""
@@ -40,6 +40,8 @@ STAGES = {
     "evaluate": ("distill.evaluate", "GLUE dev metrics (and test submissions) of a model"),
     "prune": ("compress.prune", "structured, TD-rank or unstructured pruning of a task model, with recovery"),
     "quantize": ("compress.quantize", "int8 dynamic quantization (PyTorch and ONNX Runtime) of a task model"),
+    "report": ("compress.report", "report.md and plots: size, latency and score of a set of task models"),
+    "pipeline": ("compress.pipeline", "run the stages of a pipeline YAML in order, resuming complete ones"),
     "demo": ("compress.demo", "the main job on the embedded defaults"),
 }
 
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:
         print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except PeerFailure as e:
+    except (PeerFailure, StageFailure) as e:
         print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 1
     if summary.get("is_main", True):  # under a launcher, one report (rank 0's), not one per rank

@@ -10,3 +10,7 @@ class InputError(Exception):
 
 class PeerFailure(Exception):
     """A distributed run lost one of its ranks; the CLI prints one line and exits with status 1."""
+
+
+class StageFailure(Exception):
+    """A pipeline stage exited with an error (its own message is above); the CLI prints one line, exits 1."""

@@ -11,7 +11,10 @@ On disk a quantized model is a Hugging Face directory whose config carries `xcom
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,16 @@ class QuantizationConfig:
         return per_channel_dynamic_qconfig if self.per_channel else default_dynamic_qconfig
 
 
+@contextlib.contextmanager
+def _quiet_ao() -> Iterator[None]:
+    """torch.ao warns on every quantized-tensor creation that the API is deprecated; once per run is enough
+    (it is documented in the README), not once per matrix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+        yield
+
+
 def is_quantized(model: nn.Module) -> bool:
     return bool(getattr(model.config, CONFIG_KEY, None)) or any(
         isinstance(m, DynamicQuantLinear) for m in model.modules())
@@ -49,7 +62,8 @@ def quantize_(model: nn.Module, config: QuantizationConfig | None = None) -> nn.
     folded = model.config.model_type == "tucker_bert"
     if folded:
         fold_for_inference(model)
-    quantize_dynamic(model, {nn.Linear: config.qconfig()}, inplace=True)
+    with _quiet_ao():
+        quantize_dynamic(model, {nn.Linear: config.qconfig()}, inplace=True)
     model.config.update({CONFIG_KEY: {"method": "dynamic_int8", "per_channel": config.per_channel,
                                        "folded_tucker": folded}})
     return model
@@ -85,7 +99,8 @@ def load_quantized(model_dir: Path, model_class: type) -> nn.Module:
     model = model_class(config).eval()
     if settings.get("folded_tucker"):
         fold_for_inference(model)
-    quantize_dynamic(model, {nn.Linear: QuantizationConfig(settings["per_channel"]).qconfig()}, inplace=True)
+    with _quiet_ao():
+        quantize_dynamic(model, {nn.Linear: QuantizationConfig(settings["per_channel"]).qconfig()}, inplace=True)
     tensors = load_file(str(model_dir / WEIGHTS))
     for name, module in model.named_modules():
         if isinstance(module, DynamicQuantLinear):
@@ -96,10 +111,11 @@ def load_quantized(model_dir: Path, model_class: type) -> nn.Module:
                 raise ValueError(f"{model_dir / WEIGHTS}: no int8 weights for {name}") from e
             real = (q.float() - zero[:, None].float() if zero.numel() > 1 else q.float() - float(zero)) \
                 * (scale[:, None] if scale.numel() > 1 else float(scale))
-            if scale.numel() > 1:
-                weight = torch.quantize_per_channel(real, scale.double(), zero, 0, torch.qint8)
-            else:
-                weight = torch.quantize_per_tensor(real, float(scale), int(zero), torch.qint8)
+            with _quiet_ao():
+                if scale.numel() > 1:
+                    weight = torch.quantize_per_channel(real, scale.double(), zero, 0, torch.qint8)
+                else:
+                    weight = torch.quantize_per_tensor(real, float(scale), int(zero), torch.qint8)
             module.set_weight_bias(weight, tensors.pop(f"{name}.bias", None))
     expected = _float_tensors(model)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))

@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +87,7 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
     if is_quantized(model):
         raise InputError(f"--model {cfg.model}: already quantized")
     fp32 = {"backend": "pytorch fp32", **_measure(model, model_dir, cfg, task, dev, evaluate_features)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch.ao's notices about its quantized-tensor API
-        int8_model = quantize_(copy.deepcopy(model), QuantizationConfig(per_channel=not cfg.per_tensor))
+    int8_model = quantize_(copy.deepcopy(model), QuantizationConfig(per_channel=not cfg.per_tensor))
     rows = [fp32]
     with atomic_output_dir(out) as tmp:
         save_quantized(int8_model, tmp)

@@ -1,0 +1,213 @@
+"""The report stage: one row per task model (teacher first) with encoder and total parameters, size on disk,
+CPU latency at batch 1 and 32, dev score and its percentage of the teacher's; `report.md`, `report.json` and
+PNG plots (parameters vs score, latency vs score, size per model, distillation loss curves).
+
+    xcompress report --task_name SST-2 --data_dir data/glue_data --output_dir runs/report \
+        --models "teacher=runs/teacher-sst2,TD 1/7=runs/td-sst2,TD 1/7 int8=runs/td-sst2-int8" \
+        --loss_logs "general distillation=runs/gd/log.jsonl,task distillation=runs/td-sst2/log.jsonl"
+
+Every figure is measured here, on this machine, except the ONNX Runtime rows, which are taken from a quantize
+stage's own measurements (`quantize_summary.json` in a model directory made with `--onnx`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_output_dir, check_output_dir, write_json
+from .errors import InputError
+from .measure import cpu_latency, parameter_counts, size_on_disk
+
+
+@dataclasses.dataclass
+class ReportConfig:
+    task_name: str
+    data_dir: str
+    output_dir: str
+    models: str
+    loss_logs: str | None = None
+    max_seq_length: int = 128
+    eval_batch_size: int = 64
+    latency_seq_length: int = 128
+    latency_repeats: int = 5
+    overwrite_output_dir: bool = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task_name", required=True)
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--models", required=True, help="label=model_dir pairs separated by commas; the first is the reference")
+    p.add_argument("--loss_logs", help="label=log.jsonl pairs (general-distill, task-distill, finetune logs)")
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--eval_batch_size", type=int, default=64)
+    p.add_argument("--latency_seq_length", type=int, default=128)
+    p.add_argument("--latency_repeats", type=int, default=5)
+    p.add_argument("--overwrite_output_dir", action="store_true")
+
+
+CONFIG = ReportConfig
+
+
+def _pairs(text: str | None, flag: str, must_exist: str) -> dict[str, Path]:
+    pairs: dict[str, Path] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        label, sep, path = item.partition("=")
+        if not sep or not label.strip() or not path.strip():
+            raise InputError(f"{flag} {item!r}: expected label=path")
+        p = Path(path.strip())
+        if must_exist == "dir" and not p.is_dir() or must_exist == "file" and not p.is_file():
+            raise InputError(f"{flag} {label.strip()}={p}: no such {'directory' if must_exist == 'dir' else 'file'}")
+        pairs[label.strip()] = p
+    return pairs
+
+
+def run(cfg: ReportConfig) -> dict[str, Any]:
+    from distill.classifier import evaluate_features, load_classifier
+    from distill.glue import dev_files, get_task
+    from distill.task_data import load_features, load_tokenizer
+
+    started = time.perf_counter()
+    task = get_task(cfg.task_name)
+    models = _pairs(cfg.models, "--models", "dir")
+    logs = _pairs(cfg.loss_logs, "--loss_logs", "file")
+    if not models:
+        raise InputError("--models: give at least one label=model_dir")
+    loaded = {label: load_classifier(str(path), f"--models {label}", task, need_task_model=True)[0]
+              for label, path in models.items()}
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    dev_path = dev_files(task, cfg.data_dir)[0]
+    rows = []
+    for label, model in loaded.items():
+        dev = load_features(task, dev_path, load_tokenizer(models[label], f"--models {label}"), cfg.max_seq_length)
+        params = parameter_counts(model)
+        rows.append({"label": label, "model_dir": str(models[label]), "backend": "pytorch",
+                     "model_type": model.config.model_type,
+                     "quantized": bool(getattr(model.config, "xcompress_quantization", None)),
+                     "encoder_params": params["encoder"], "total_params": params["total"],
+                     "size_on_disk_bytes": size_on_disk(models[label]),
+                     "latency_b1_s": cpu_latency(model, 1, cfg.latency_seq_length, cfg.latency_repeats),
+                     "latency_b32_s": cpu_latency(model, 32, cfg.latency_seq_length, cfg.latency_repeats),
+                     "dev": evaluate_features(model, task, dev, cfg.eval_batch_size)})
+        rows[-1]["score"] = rows[-1]["dev"]["score"]
+        rows += _onnx_rows(label, models[label], rows[-1])
+    reference = rows[0]["score"]
+    for r in rows:
+        r["percent_of_reference"] = 100 * r["score"] / reference if reference else None
+    curves = {label: _read_log(path) for label, path in logs.items()}
+    summary = {"task": task.name, "reference": rows[0]["label"], "rows": rows, "dev_file": str(dev_path),
+               "loss_logs": {k: str(v) for k, v in logs.items()}, "output_dir": str(out),
+               "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
+    with atomic_output_dir(out) as tmp:
+        summary["plots"] = _plots(rows, curves, tmp / "plots", task.name)
+        (tmp / "report.md").write_text(markdown(summary))
+        write_json(tmp / "report.json", summary)
+        write_json(tmp / "report_config.json", dataclasses.asdict(cfg))
+    return summary
+
+
+def _onnx_rows(label: str, model_dir: Path, torch_row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ONNX Runtime rows (fp32 and int8) a quantize stage measured for this model."""
+    path = model_dir / "quantize_summary.json"
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text())
+    rows = []
+    for r in summary.get("rows", []):
+        if not r["backend"].startswith("onnxruntime") or "dev" not in r:
+            continue
+        rows.append({**{k: torch_row[k] for k in ("model_dir", "model_type", "encoder_params", "total_params")},
+                     "label": f"{label} ({r['backend'].replace('onnxruntime', 'ORT')})", "backend": r["backend"],
+                     "quantized": "int8" in r["backend"], "size_on_disk_bytes": r["size_on_disk_bytes"],
+                     "latency_b1_s": r["latency_b1_s"], "latency_b32_s": r["latency_b32_s"], "dev": r["dev"],
+                     "score": r["dev"]["score"], "measured_by": str(path)})
+    return rows
+
+
+def _read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Loss per step, one curve per phase (task-distill logs hold two)."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"--loss_logs {path}:{n}: not a JSON line") from None
+            if "loss" in record and "step" in record:
+                curves.setdefault(record.get("phase", ""), []).append((record["step"], record["loss"]))
+    return curves
+
+
+def _plots(rows: list[dict[str, Any]], curves: dict[str, dict[str, list]], directory: Path, task: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True)
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(directory / name, dpi=100)
+        plt.close(fig)
+        written.append(f"plots/{name}")
+
+    for key, xlabel, name, log in (("encoder_params", "encoder parameters", "params_vs_score.png", True),
+                                   ("latency_b32_s", "CPU latency, batch 32 (s)", "latency_vs_score.png", False)):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in rows:
+            ax.scatter(r[key], r["score"])
+            ax.annotate(r["label"], (r[key], r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{task} dev score")
+        ax.grid(alpha=0.3)
+        save(fig, name)
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(rows)))
+    ax.barh([r["label"] for r in rows][::-1], [r["size_on_disk_bytes"] / 1e6 for r in rows][::-1])
+    ax.set_xlabel("size on disk (MB)")
+    save(fig, "size_per_model.png")
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, phases in curves.items():
+            for phase, points in phases.items():
+                ax.plot([s for s, _ in points], [v for _, v in points], label=f"{label} {phase}".strip())
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        save(fig, "loss_curves.png")
+    return written
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    rows = summary["rows"]
+    lines = [f"# xcompress report: {summary['task']}", "",
+             f"Dev set: `{summary['dev_file']}`. Percentages are of **{summary['reference']}**'s score. Latency: CPU, "
+             f"sequence {summary['config']['latency_seq_length']}, median of {summary['config']['latency_repeats']} runs, "
+             "this machine.", "",
+             "| model | backend | encoder params | total params | size MB | b1 ms | b32 ms | score | % of ref |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pct = f"{r['percent_of_reference']:.1f}" if r["percent_of_reference"] is not None else "-"
+        lines.append(f"| {r['label']} | {r['backend']}{' int8' if r['quantized'] and 'int8' not in r['backend'] else ''} | "
+                     f"{r['encoder_params']:,} | {r['total_params']:,} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
+                     f"{r['latency_b1_s'] * 1e3:.1f} | {r['latency_b32_s'] * 1e3:.1f} | {r['score']:.4f} | {pct} |")
+    lines += ["", "Encoder parameters follow DESIGN.md (weight matrices and linear biases; a TD model's factors). An "
+              "int8 TD model runs folded (plain matrices, no shared factors), so it counts more encoder parameters "
+              "than its fp32 source; embeddings stay fp32 in PyTorch int8.", ""]
+    lines += [f"![{p}]({p})" for p in summary["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def report(summary: dict[str, Any]) -> str:
+    return markdown(summary).split("\n\n![")[0] + f"\n\nreport: {Path(summary['output_dir']) / 'report.md'}"
