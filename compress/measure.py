@@ -4,6 +4,7 @@ Used by `xcompress demo`, the reports and benchmarks/; never asserted in tests.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -12,6 +13,14 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of every stage that scores and times models: sequence lengths, batch size, repeats."""
+    p.add_argument("--max_seq_length", type=int, default=128, help="of the dev examples scored")
+    p.add_argument("--eval_batch_size", type=int, default=64)
+    p.add_argument("--latency_seq_length", type=int, default=128, help="of the timed forward passes")
+    p.add_argument("--latency_repeats", type=int, default=5, help="timed runs per batch size (the median is kept)")
 
 
 def dummy_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def stage_hash(stage: StagePlan, upstream: dict[str, str]) -> str:
 
 def run(cfg: PipelineConfig) -> dict[str, Any]:
     plan = load_plan(cfg.config)
-    _check_launchers(plan)
+    if not cfg.dry_run:  # a dry run may check a cluster's config on a machine without its launchers
+        _check_launchers(plan)
     state = plan.work_dir / ".pipeline"
     hashes: dict[str, str] = {}
     records = []
@@ -83,21 +85,21 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
         done_file, started_file = state / f"{stage.id}.done.json", state / f"{stage.id}.started.json"
         argv = stage.argv()
         if started_file.is_file() and not _done(done_file, h):
-            flag = next((f for f in OVERWRITE_FLAGS if f in stage.values), None)
-            if flag and not stage.values[flag]:
+            flag = next((f for f in OVERWRITE_FLAGS if f in stage.config), None)
+            if flag and not stage.config[flag]:
                 argv.append(f"--{flag}")  # this pipeline's own earlier, changed or interrupted, output
         command = launcher_command(stage) + argv
         header = f"[{i}/{len(plan.stages)}] {stage.id} ({stage.stage}, {stage.launcher}"
         header += f":{stage.ranks})" if stage.launcher != "local" else ")"
         if cfg.dry_run:
-            print(f"{header}\n  {' '.join(command)}", flush=True)
+            print(f"{header}\n  {shlex.join(command)}", flush=True)
             records.append({"id": stage.id, "status": "planned", "command": command})
             continue
         if _done(done_file, h):
             print(f"{header}: complete, skipped", flush=True)
             records.append({"id": stage.id, "status": "skipped", "seconds": 0.0})
             continue
-        print(f"{header}\n  {' '.join(command)}", flush=True)
+        print(f"{header}\n  {shlex.join(command)}", flush=True)
         write_json(started_file, {"hash": h, "command": command})
         t = time.perf_counter()
         rc = subprocess.run(command, env=os.environ | {"PYTHONUNBUFFERED": "1"}).returncode

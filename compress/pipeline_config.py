@@ -6,9 +6,11 @@
       - stage: decompose                # any `xcompress` stage; `finetune-teacher` is `finetune`
         id: td                          # default: the stage name (ids are unique)
         launcher: local                 # local | torchrun:N | mpirun:N | horovodrun:N | slurm:N
-        teacher_model: all-MiniLM-L6-v2 # every other key is the stage's flag of that name
+        args:                           # the stage's flags, by name (output_dir defaults as above)
+          teacher_model: all-MiniLM-L6-v2
       - stage: general-distill
-        student_model: ${td.output_dir} # any key of an earlier stage: its resolved value
+        args:
+          student_model: ${td.output_dir}   # any flag of an earlier stage: its resolved value
 
 Every problem (unknown stage or key, a reference to nothing earlier, a bad value for a flag, a launcher a stage
 cannot use) is an InputError naming the file and line, raised before any stage runs.
@@ -30,7 +32,7 @@ ALIASES = {"finetune-teacher": "finetune"}
 NOT_IN_PIPELINE = {"demo", "pipeline"}
 MULTI_RANK = {"general-distill", "finetune", "task-distill"}  # stages that run under a distributed launcher
 LAUNCHERS = ("local", "torchrun", "mpirun", "horovodrun", "slurm")
-STAGE_KEYS = {"stage", "id", "launcher"}
+STAGE_KEYS = {"stage", "id", "launcher", "args"}
 TOP_KEYS = {"work_dir", "vars", "stages", "name"}
 REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.([A-Za-z0-9_]+)\}")
 
@@ -43,11 +45,17 @@ class _LineDict(dict):
 
 
 class _LineLoader(yaml.SafeLoader):
-    def construct_mapping(self, node, deep=False):
-        mapping = _LineDict(super().construct_mapping(node, deep=True))
-        mapping.line = node.start_mark.line + 1
-        mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
-        return mapping
+    pass
+
+
+def _line_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _LineDict:
+    mapping = _LineDict(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _line_mapping)
 
 
 @dataclasses.dataclass
@@ -59,6 +67,7 @@ class StagePlan:
     values: dict[str, Any]  # resolved flag values (output_dir filled in)
     depends_on: list[str]
     line: int
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # every field of the stage, as parsed
 
     def argv(self) -> list[str]:
         """The stage's own command-line flags."""
@@ -116,12 +125,16 @@ def load_plan(path: str | Path) -> PipelinePlan:
     variables = {str(k): v for k, v in (doc.get("vars") or {}).items()}
     known: dict[str, dict[str, Any]] = {"vars": variables, "pipeline": {"work_dir": str(work_dir)}}
     plans: list[StagePlan] = []
+    quantized: set[str] = set()
     for entry in doc["stages"]:
-        plans.append(_plan_stage(path, entry, work_dir, known))
+        plans.append(_plan_stage(path, entry, work_dir, known, quantized))
     return PipelinePlan(path, str(doc.get("name", path.stem)), work_dir, plans)
 
 
-def _plan_stage(path: Path, entry: Any, work_dir: Path, known: dict[str, dict[str, Any]]) -> StagePlan:
+def _plan_stage(path: Path, entry: Any, work_dir: Path, known: dict[str, dict[str, Any]],
+                quantized: set[str]) -> StagePlan:
+    """Check one stage entry against its stage's flags and resolve it; `known` and `quantized` (outputs of
+    quantize stages) grow with it."""
     line = getattr(entry, "line", "?")
     if not isinstance(entry, dict) or "stage" not in entry:
         raise InputError(f"{path}:{line}: each stage is a mapping with a `stage:` key")
@@ -134,14 +147,20 @@ def _plan_stage(path: Path, entry: Any, work_dir: Path, known: dict[str, dict[st
     if stage_id in known:
         raise InputError(f"{path}:{line}: stage id {stage_id!r} is used twice (give each an `id:`)")
     launcher, ranks = _launcher(path, entry, name)
-    config_cls = __import__(STAGES[name][0], fromlist=["CONFIG"]).CONFIG
+    module = __import__(STAGES[name][0], fromlist=["CONFIG"])
+    config_cls = module.CONFIG
     fields = {f.name for f in dataclasses.fields(config_cls)}
     values: dict[str, Any] = {}
     depends: list[str] = []
-    for key, raw in entry.items():
-        if key in STAGE_KEYS:
-            continue
-        where = f"{path}:{entry.key_lines.get(key, line)}"
+    for key in entry:
+        if key not in STAGE_KEYS:
+            raise InputError(f"{path}:{entry.key_lines.get(key, line)}: unknown key {key!r} in stage {stage_id} "
+                             f"(expected {', '.join(sorted(STAGE_KEYS))}; the stage's flags go under args:)")
+    args = entry.get("args") or _LineDict()
+    if not isinstance(args, dict):
+        raise InputError(f"{path}:{entry.key_lines.get('args', line)}: args of stage {stage_id} must be a mapping")
+    for key, raw in args.items():
+        where = f"{path}:{args.key_lines.get(key, line)}"
         if key not in fields:
             raise InputError(f"{where}: stage {entry['stage']} has no key {key!r}")
         values[key] = _resolve(raw, known, where, depends)
@@ -150,8 +169,18 @@ def _plan_stage(path: Path, entry: Any, work_dir: Path, known: dict[str, dict[st
     parsed = _RaisingParser(name).check(StagePlan(stage_id, name, launcher, ranks, values, depends, line).argv(),
                                         f"{path}:{line}: stage {stage_id}")
     resolved = {f: getattr(parsed, f) for f in fields}
+    if hasattr(module, "validate"):  # the stage's own checks that need no model or data
+        try:
+            module.validate(config_cls(**resolved))
+        except InputError as e:
+            raise InputError(f"{path}:{line}: stage {stage_id}: {e}") from e
+    if name == "quantize":
+        if str(resolved["model"]) in quantized:
+            raise InputError(f"{path}:{args.key_lines.get('model', line)}: stage {stage_id} quantizes the output of "
+                             "a quantize stage, which is already quantized")
+        quantized.add(str(resolved["output_dir"]))
     known[stage_id] = resolved
-    return StagePlan(stage_id, name, launcher, ranks, values, sorted(set(depends)), line)
+    return StagePlan(stage_id, name, launcher, ranks, values, sorted(set(depends)), line, resolved)
 
 
 def _launcher(path: Path, entry: dict, stage: str) -> tuple[str, int]:

@@ -119,34 +119,26 @@ class Setting:
     shared: bool = False  # an intermediate other settings derive from
 
 
-def _ints(text: str | None, flag: str) -> list[int] | None:
+def _numbers(text: str | None, flag: str, kind: type = int) -> list | None:
+    """A comma list of numbers from a flag (None when the flag is absent)."""
     if text is None:
         return None
     try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
+        return [kind(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise InputError(f"{flag} {text}: expected integers separated by commas") from None
-
-
-def _floats(text: str | None, flag: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{flag} {text}: expected numbers separated by commas") from None
+        raise InputError(f"{flag} {text}: expected {'integers' if kind is int else 'numbers'} separated by commas") from None
 
 
 def plan_settings(cfg: PruneConfig) -> dict[str, Setting]:
     """Every setting of the sweep by name, intermediates first."""
     kind, imp = cfg.pruning_type, cfg.importance
     if kind == "structured":
-        heads: list = _ints(cfg.target_num_of_heads, "--target_num_of_heads") or [None]
-        ffn: list = _ints(cfg.target_ffn_size, "--target_ffn_size") or [None]
+        heads: list = _numbers(cfg.target_num_of_heads, "--target_num_of_heads") or [None]
+        ffn: list = _numbers(cfg.target_ffn_size, "--target_ffn_size") or [None]
         if cfg.layer_num_heads:
-            heads = [_ints(cfg.layer_num_heads, "--layer_num_heads")]
+            heads = [_numbers(cfg.layer_num_heads, "--layer_num_heads")]
         if cfg.layer_ffn_sizes:
-            ffn = [_ints(cfg.layer_ffn_sizes, "--layer_ffn_sizes")]
+            ffn = [_numbers(cfg.layer_ffn_sizes, "--layer_ffn_sizes")]
         if heads == [None] and ffn == [None]:
             raise InputError("--pruning_type structured: give --target_num_of_heads and/or --target_ffn_size "
                              "(or --layer_num_heads / --layer_ffn_sizes)")
@@ -162,14 +154,14 @@ def plan_settings(cfg: PruneConfig) -> dict[str, Setting]:
                 settings.setdefault(whole.name, Setting(whole))
         return dict(sorted(settings.items(), key=lambda kv: kv[1].source is not None))
     if kind == "rank":
-        dims = _ints(cfg.target_rank_dim, "--target_rank_dim") or [None]
-        layers = _ints(cfg.target_rank_layer, "--target_rank_layer") or [None]
+        dims = _numbers(cfg.target_rank_dim, "--target_rank_dim") or [None]
+        layers = _numbers(cfg.target_rank_layer, "--target_rank_layer") or [None]
         if dims == [None] and layers == [None]:
             raise InputError("--pruning_type rank: give --target_rank_dim and/or --target_rank_layer")
         return {(s := PruningConfig("rank", imp, rank_dim=d, rank_layer=l)).name: Setting(s)
                 for d, l in itertools.product(dims, layers)}
     overrides = {g: getattr(cfg, f"amount_{g}") for g in GROUPS if getattr(cfg, f"amount_{g}") is not None}
-    amounts = _floats(cfg.amount, "--amount") or [None]
+    amounts = _numbers(cfg.amount, "--amount", float) or [None]
     if amounts == [None] and not overrides:
         raise InputError("--pruning_type unstructured: give --amount and/or --amount_<group>")
     out = {}
@@ -179,19 +171,30 @@ def plan_settings(cfg: PruneConfig) -> dict[str, Setting]:
     return out
 
 
+def validate(cfg: PruneConfig) -> dict[str, Setting]:
+    """Every check that needs no model and no data: the pipeline runs it before any stage starts."""
+    if cfg.iterations < 1:
+        raise InputError(f"--iterations {cfg.iterations}: must be >= 1")
+    if cfg.iterations > 1 and cfg.pruning_type != "unstructured":
+        raise InputError("--iterations: iterative pruning is for --pruning_type unstructured")
+    settings = plan_settings(cfg)
+    for name, s in settings.items():
+        try:
+            s.pruning.validate()
+        except ValueError as e:
+            raise InputError(f"setting {name}: {e}") from e
+    return settings
+
+
 def run(cfg: PruneConfig) -> dict[str, Any]:
     from distill.classifier import evaluate_features, load_classifier
     from distill.glue import dev_files, get_task, task_dir, train_file
     from distill.task_data import load_features, load_tokenizer
 
     started = time.perf_counter()
-    if cfg.iterations < 1:
-        raise InputError(f"--iterations {cfg.iterations}: must be >= 1")
-    if cfg.iterations > 1 and cfg.pruning_type != "unstructured":
-        raise InputError("--iterations: iterative pruning is for --pruning_type unstructured")
+    settings = validate(cfg)
     task = get_task(cfg.task_name)
     task_dir(cfg.data_dir, task)
-    settings = plan_settings(cfg)
     model, model_dir = load_classifier(cfg.model, "--model", task, need_task_model=True)
     for name, s in settings.items():
         try:

@@ -82,8 +82,10 @@ def prune_heads_and_ffn(model: nn.Module, keep_heads: list[torch.Tensor], keep_f
         layer.attention.output.dense = _sliced(layer.attention.output.dense, rows, dim=1)
         layer.intermediate.dense = _sliced(layer.intermediate.dense, neurons, dim=0)
         layer.output.dense = _sliced(layer.output.dense, neurons, dim=1)
-    model.config = config
-    model.bert.config = config
+    config._attn_implementation = old._attn_implementation
+    for module in model.modules():  # attention layers read the config they were built with
+        if getattr(module, "config", None) is old:
+            module.config = config
     model.__class__ = PrunedBertForSequenceClassification  # a subclass adding no state: the saved type is right
     return model
 

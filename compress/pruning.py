@@ -51,12 +51,28 @@ class PruningConfig:
                                         f"l-{self.rank_layer}" if self.rank_layer else "") if p) or "unpruned"
         return "_".join(f"{g}-{a:g}" for g, a in sorted(self.amounts.items()) if a) or "unpruned"
 
-    def check(self, model: nn.Module) -> None:
-        """Raise ValueError, naming the problem, if this setting cannot apply to `model`."""
+    def validate(self) -> None:
+        """Raise ValueError for a setting that fits no model (checked before any model is loaded)."""
         if self.kind not in KINDS:
             raise ValueError(f"pruning kind {self.kind!r}: expected one of {KINDS}")
         if self.importance not in METHODS:
             raise ValueError(f"importance {self.importance!r}: expected one of {METHODS}")
+        for what, target in (("heads", self.heads), ("ffn_size", self.ffn_size)):
+            counts = target if isinstance(target, list) else [target] if target is not None else []
+            if any(c < 1 for c in counts):
+                raise ValueError(f"{what} {target}: every layer keeps at least 1")
+        for what, rank in (("rank_dim", self.rank_dim), ("rank_layer", self.rank_layer)):
+            if rank is not None and rank < 1:
+                raise ValueError(f"{what} {rank}: must be >= 1")
+        for group, amount in self.amounts.items():
+            if group not in GROUPS:
+                raise ValueError(f"pruning group {group!r}: expected one of {GROUPS}")
+            if not 0 <= amount < 1:
+                raise ValueError(f"pruning amount {amount} for {group}: must be in [0, 1)")
+
+    def check(self, model: nn.Module) -> None:
+        """Raise ValueError, naming the problem, if this setting cannot apply to `model`."""
+        self.validate()
         model_type = model.config.model_type
         if self.kind in _MODEL_TYPES and model_type not in _MODEL_TYPES[self.kind]:
             raise ValueError(f"{self.kind} pruning needs a {' or '.join(_MODEL_TYPES[self.kind])} model, "
@@ -70,12 +86,6 @@ class PruningConfig:
             plan_counts(self.ffn_size, zeros[1], self.even, "ffn_size")
         elif self.kind == "rank":
             check_ranks(model.config, self.rank_dim, self.rank_layer)
-        else:
-            for group, amount in self.amounts.items():
-                if group not in GROUPS:
-                    raise ValueError(f"pruning group {group!r}: expected one of {GROUPS}")
-                if not 0 <= amount < 1:
-                    raise ValueError(f"pruning amount {amount} for {group}: must be in [0, 1)")
 
 
 def prune_(model: nn.Module, config: PruningConfig,

@@ -42,7 +42,7 @@ def _quiet_ao() -> Iterator[None]:
     (it is documented in the README), not once per matrix."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")
         yield
 
 

@@ -27,7 +27,7 @@ from decompose.stage import TOKENIZER_FILES
 
 from .atomic import atomic_output_dir, check_output_dir, write_json
 from .errors import InputError
-from .measure import cpu_latency, parameter_counts, size_on_disk
+from .measure import add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
 from .model_paths import read_config_dict, resolve_model_dir
 from .quantization import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
 
@@ -56,10 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data_dir")
     p.add_argument("--onnx", action="store_true", help="also export ONNX (fp32 and int8) and run it with onnxruntime")
     p.add_argument("--per_tensor", action="store_true", help="one scale per matrix instead of per output channel")
-    p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--eval_batch_size", type=int, default=64)
-    p.add_argument("--latency_seq_length", type=int, default=128)
-    p.add_argument("--latency_repeats", type=int, default=5)
+    add_measurement_arguments(p)
     p.add_argument("--overwrite_output_dir", action="store_true")
 
 

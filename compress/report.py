@@ -20,7 +20,7 @@ from typing import Any
 
 from .atomic import atomic_output_dir, check_output_dir, write_json
 from .errors import InputError
-from .measure import cpu_latency, parameter_counts, size_on_disk
+from .measure import add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
 
 
 @dataclasses.dataclass
@@ -43,10 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--models", required=True, help="label=model_dir pairs separated by commas; the first is the reference")
     p.add_argument("--loss_logs", help="label=log.jsonl pairs (general-distill, task-distill, finetune logs)")
-    p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--eval_batch_size", type=int, default=64)
-    p.add_argument("--latency_seq_length", type=int, default=128)
-    p.add_argument("--latency_repeats", type=int, default=5)
+    add_measurement_arguments(p)
     p.add_argument("--overwrite_output_dir", action="store_true")
 
 

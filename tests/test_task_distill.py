@@ -12,40 +12,27 @@ from pathlib import Path
 import pytest
 
 from compress.cli import main
-from tests.conftest import REPO, run_cli
+from tests.conftest import FAST, REPO, run_cli
 
-GLUE = REPO / "data/glue_data"
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"
+GLUE = REPO / "data/glue_data"
 SAMPLE = REPO / "data/wiki/enwiki-sample-206pages.xml.bz2"
 BIN = Path(sys.executable).parent
-FAST = ["--max_seq_length", "64", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def glue(tmp_path_factory):
-    """A private copy of the real task files (tests write train_aug.tsv and broken files into it)."""
-    d = tmp_path_factory.mktemp("glue") / "glue_data"
-    for task in ("SST-2", "MRPC", "STS-B"):
-        shutil.copytree(GLUE / task, d / task)
-    return d
+def glue(glue_copy):
+    return glue_copy
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, glue):
-    """MiniLM fine-tuned on 2,000 SST-2 sentences (one epoch): the fine-tuned teacher task distillation needs."""
-    out = tmp_path_factory.mktemp("task") / "teacher-sst2"
-    assert main(["finetune", "--model", "all-MiniLM-L6-v2", "--task_name", "SST-2", "--data_dir", str(glue),
-                 "--output_dir", str(out), "--max_train_examples", "2000", "--num_train_epochs", "1",
-                 "--eval_step", "1000", *FAST]) == 0
-    return out
+def teacher(sst2_teacher):
+    return sst2_teacher
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    out = tmp_path_factory.mktemp("task") / "td-36-192"
-    assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--config", "models/minilm-td-36-192",
-                 "--output_dir", str(out)]) == 0
-    return out
+def student(td_student):
+    return td_student
 
 
 def _dev_score(model, glue, tmp_path, task="SST-2"):

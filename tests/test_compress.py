@@ -1,0 +1,241 @@
+"""Pruning and quantization on the SST-2 fine-tuned embedded teacher and a real TD student: structured pruning
+removes rows and columns and its importance scores matter, rank pruning of TD factors, iterative magnitude
+pruning that keeps its sparsity through fine-tuning, int8 quantization (PyTorch and ONNX Runtime) within a point
+of fp32, the report, and bad input refused before anything is written."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from compress.cli import main
+from tests.conftest import FAST, run_cli
+
+
+def _features(model_dir, glue, split, n=None):
+    from distill.glue import dev_files, get_task, train_file
+    from distill.task_data import load_features, load_tokenizer
+
+    task = get_task("SST-2")
+    path = dev_files(task, glue)[0] if split == "dev" else train_file(task, glue, aug=False)
+    return task, load_features(task, path, load_tokenizer(model_dir, "--model"), 64, n, 0)
+
+
+def _batches(features, size=32):
+    ids = np.arange(len(features))
+    return [features.batch(ids[i:i + size]) for i in range(0, len(ids), size)]
+
+
+def _load(model_dir, task):
+    from distill.classifier import load_classifier
+
+    return load_classifier(str(model_dir), "--model", task, need_task_model=True)[0]
+
+
+def test_structured_pruning_removes_rows_and_taylor_scores_matter(sst2_teacher, glue_copy, tmp_path):
+    from compress.importance import unit_importance
+    from compress.prune_structured import head_ffn_reducer, prune_heads_and_ffn
+    from compress.pruning import PruningConfig, prune_
+    from distill.checkpoint import save_model_dir
+    from distill.classifier import evaluate_features
+
+    task, train = _features(sst2_teacher, glue_copy, "train", 256)
+    _, dev = _features(sst2_teacher, glue_copy, "dev")
+    model = _load(sst2_teacher, task)
+    full = evaluate_features(model, task, dev, 128)["acc"]
+
+    # Keeping the 4 most important heads per layer by Taylor score beats keeping the 4 least important.
+    scores = unit_importance(model, head_ffn_reducer(model.config), "taylor", _batches(train))
+    accs = {}
+    for which in ("top", "bottom"):
+        m = _load(sst2_teacher, task)
+        heads = [s.argsort(descending=which == "top")[:4].sort().values for s in (scores[f"heads.{i}"] for i in range(6))]
+        prune_heads_and_ffn(m, heads, [torch.arange(1536)] * 6)
+        accs[which] = evaluate_features(m, task, dev, 128)["acc"]
+    assert accs["top"] > accs["bottom"] + 0.05, accs
+
+    model = _load(sst2_teacher, task)
+    before = sum(p.numel() for p in model.parameters())
+    kept = prune_(model, PruningConfig(heads=6, ffn_size=768), _batches(train))
+    assert sum(kept["layer_num_heads"]) == 36 and sum(kept["layer_intermediate_sizes"]) == 6 * 768
+    assert min(kept["layer_num_heads"]) >= 1 and len(set(kept["layer_num_heads"])) > 1  # allocated by score
+    for layer, heads, ffn in zip(model.bert.encoder.layer, kept["layer_num_heads"], kept["layer_intermediate_sizes"]):
+        assert layer.attention.self.query.weight.shape == (heads * 32, 384)
+        assert layer.attention.output.dense.weight.shape == (384, heads * 32)
+        assert layer.intermediate.dense.weight.shape == (ffn, 384) and layer.output.dense.weight.shape == (384, ffn)
+    assert sum(p.numel() for p in model.parameters()) < before - 3_000_000
+    save_model_dir(model, tmp_path / "pruned", [sst2_teacher / "vocab.txt"])
+    reloaded = _load(tmp_path / "pruned", task)
+    batch = dev.batch(np.arange(16))
+    batch.pop("labels")
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).logits, reloaded(**batch).logits)
+    assert json.loads((tmp_path / "pruned/config.json").read_text())["model_type"] == "pruned_bert"
+    assert evaluate_features(reloaded, task, dev, 128)["acc"] > 0.6 and full > 0.75
+
+
+def test_rank_pruning_shrinks_td_factors(td_student, tmp_path):
+    from compress.pruning import PruningConfig, prune_
+    from decompose import TuckerBertForSequenceClassification
+
+    model = TuckerBertForSequenceClassification.from_pretrained(str(td_student), num_labels=2).eval()
+    factors = model.bert.encoder.factors
+    U, V, G, P = (t.detach().clone() for t in (factors.U, factors.V, factors.G, factors.P))
+    prune_(model, PruningConfig(kind="rank", importance="l1", rank_dim=128, rank_layer=24))
+    assert model.config.rank_dim == 128 and model.config.rank_layer == 24
+    assert factors.U.shape == (384, 128) and factors.V.shape == (128, 384)
+    assert factors.G.shape == (24, 128, 128) and factors.P.shape == (72, 24)
+    # l1 importance: the U columns and cores of largest Σ|w| are kept, unchanged and in their order.
+    kept_u = U.abs().sum(0).topk(128).indices.sort().values
+    kept_k = G.abs().sum((1, 2)).topk(24).indices.sort().values
+    assert torch.equal(factors.U, U[:, kept_u])
+    kept_v = V.abs().sum(1).topk(128).indices.sort().values
+    assert torch.equal(factors.V, V[kept_v]) and torch.equal(factors.P, P[:, kept_k])
+    assert torch.equal(factors.G, G[kept_k][:, kept_u][:, :, kept_v])
+    model.save_pretrained(tmp_path / "td")
+    again = TuckerBertForSequenceClassification.from_pretrained(str(tmp_path / "td")).eval()
+    ids = torch.randint(1000, 30000, (2, 24))
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, again(input_ids=ids).logits)
+
+
+def test_prune_stage_sweep_reuses_the_head_pruned_model(sst2_teacher, glue_copy, tmp_path):
+    out = tmp_path / "sweep"
+    assert main(["prune", "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                 "--output_dir", str(out), "--target_num_of_heads", "6", "--target_ffn_size", "1024,512",
+                 "--importance_examples", "128", "--max_steps", "8", "--max_train_examples", "400",
+                 "--eval_step", "8", *FAST]) == 0
+    summary = json.loads((out / "prune_summary.json").read_text())
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert list(rows) == ["heads-6", "heads-6_ffn-1024", "heads-6_ffn-512"]
+    assert rows["heads-6"]["shared_intermediate"] and rows["heads-6_ffn-512"]["derived_from"] == "heads-6"
+    # The derived models keep exactly the head-pruned model's heads, and shrink as the FFN does.
+    assert rows["heads-6_ffn-1024"]["layer_num_heads"] == rows["heads-6"]["layer_num_heads"]
+    assert rows["heads-6"]["heads"] == 36 and rows["heads-6_ffn-512"]["ffn_size"] == 512
+    sizes = [rows[n]["size_on_disk_bytes"] for n in rows]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] < summary["original"]["size_on_disk_bytes"]
+    for name, row in rows.items():
+        config = json.loads((out / name / "config.json").read_text())
+        assert config["model_type"] == "pruned_bert" and config["layer_num_heads"] == row["layer_num_heads"]
+        assert row["score"] > 0.6  # recovered; chance is 0.51
+    assert (out / "prune_results.md").read_text().count("| heads-6") == 3
+    assert {p.name for p in (out / "plots").iterdir()} == {"score_vs_heads.png", "size_vs_heads.png"}
+
+
+def test_iterative_magnitude_pruning_keeps_its_sparsity(sst2_teacher, glue_copy, tmp_path):
+    from compress.prune_unstructured import sparsity
+
+    out = tmp_path / "sparse"
+    assert main(["prune", "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                 "--output_dir", str(out), "--pruning_type", "unstructured", "--amount_ffn", "0.6",
+                 "--amount_attention", "0.3", "--iterations", "2", "--max_steps", "6", "--max_train_examples", "300",
+                 "--eval_step", "6", *FAST]) == 0
+    task, _ = _features(sst2_teacher, glue_copy, "dev", 1)
+    groups = sparsity(_load(out, task))
+    assert groups["ffn"]["sparsity"] == pytest.approx(0.6, abs=1e-3)  # fine-tuning did not regrow zeros
+    assert groups["attention"]["sparsity"] == pytest.approx(0.3, abs=1e-3)
+    assert groups["embeddings"]["sparsity"] < 1e-3
+    first = sparsity(_load(out / "iter_1", task))["ffn"]["sparsity"]
+    assert first == pytest.approx(1 - 0.4 ** 0.5, abs=1e-3)  # half the schedule: equal fractions of what is left
+    row = json.loads((out / "prune_summary.json").read_text())["rows"][0]
+    assert row["compressed_bytes"] < 0.85 * row["size_on_disk_bytes"]
+
+
+@pytest.fixture(scope="module")
+def int8_teacher(sst2_teacher, glue_copy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "teacher-int8"
+    assert main(["quantize", "--model", str(sst2_teacher), "--output_dir", str(out), "--task_name", "SST-2",
+                 "--data_dir", str(glue_copy), "--onnx", "--max_seq_length", "64", "--latency_repeats", "2"]) == 0
+    return out
+
+
+def test_int8_teacher_loses_at_most_a_point_in_pytorch_and_onnxruntime(int8_teacher, glue_copy, tmp_path):
+    summary = json.loads((int8_teacher / "quantize_summary.json").read_text())
+    rows = {r["backend"]: r for r in summary["rows"]}
+    assert list(rows) == ["pytorch fp32", "pytorch int8", "onnxruntime fp32", "onnxruntime int8"]
+    fp32 = rows["pytorch fp32"]["dev"]["acc"]
+    assert rows["onnxruntime fp32"]["dev"]["acc"] == fp32
+    for backend in ("pytorch int8", "onnxruntime int8"):
+        assert rows[backend]["dev"]["acc"] >= fp32 - 0.01, (backend, rows[backend]["dev"], fp32)
+    assert summary["onnx"]["agreement"]["onnxruntime fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert summary["onnx"]["agreement"]["onnxruntime int8"]["same_prediction"] >= 0.97
+    assert rows["onnxruntime int8"]["size_on_disk_bytes"] < 0.4 * rows["onnxruntime fp32"]["size_on_disk_bytes"]
+    config = json.loads((int8_teacher / "config.json").read_text())
+    assert config["xcompress_quantization"]["method"] == "dynamic_int8"
+    r = run_cli("evaluate", "--model", str(int8_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                "--output_dir", str(tmp_path), "--max_seq_length", "64", "--eval_batch_size", "64")
+    # The int8 directory reloads exactly: the same batches give the same score. (Activations are quantized per
+    # batch, so other batch sizes move a few predictions.)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "eval_results_SST-2.json").read_text())["dev"]["dev"]["acc"] == rows["pytorch int8"]["dev"]["acc"]
+
+
+def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    from compress.quantization import load_quantized, quantize_, save_quantized
+    from decompose import TuckerBertForSequenceClassification, fold_for_inference
+
+    model = TuckerBertForSequenceClassification.from_pretrained(str(td_student), num_labels=2).eval()
+    ids = torch.randint(1000, 30000, (4, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask).logits
+        folded = fold_for_inference(copy.deepcopy(model))
+        assert not hasattr(folded.bert.encoder, "factors")
+        assert torch.allclose(folded(input_ids=ids, attention_mask=mask).logits, ref, atol=1e-5)
+    quantize_(model)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert not linear and sum(isinstance(m, QLinear) for m in model.modules()) == 6 * 8 + 2  # 4 groups x 2 maps
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask).logits
+    assert (out - ref).abs().max() < 0.05
+    save_quantized(model, tmp_path)
+    again = load_quantized(tmp_path, TuckerBertForSequenceClassification)
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=ids, attention_mask=mask).logits, out)
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_(again)
+
+
+def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_copy, tmp_path):
+    out = tmp_path / "report"
+    r = run_cli("report", "--task_name", "SST-2", "--data_dir", str(glue_copy), "--output_dir", str(out),
+                "--models", f"teacher={sst2_teacher},teacher int8={int8_teacher}", "--loss_logs",
+                f"fine-tuning={sst2_teacher / 'log.jsonl'}", "--max_seq_length", "64", "--latency_repeats", "2")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "report.json").read_text())
+    labels = [row["label"] for row in summary["rows"]]
+    assert labels == ["teacher", "teacher int8", "teacher int8 (ORT fp32)", "teacher int8 (ORT int8)"]
+    assert summary["rows"][0]["percent_of_reference"] == 100.0
+    assert all(row["latency_b1_s"] > 0 and row["size_on_disk_bytes"] > 0 for row in summary["rows"])
+    md = (out / "report.md").read_text()
+    assert "| teacher int8 | pytorch int8 |" in md
+    assert {p.name for p in (out / "plots").iterdir()} == {"params_vs_score.png", "latency_vs_score.png",
+                                                          "size_per_model.png", "loss_curves.png"}
+    assert str(out / "report.md") in r.stdout
+
+
+BAD = {
+    "amount_out_of_range": (["prune", "--pruning_type", "unstructured", "--amount", "1.0"], "must be in [0, 1)"),
+    "too_many_heads": (["prune", "--layer_num_heads", "12,12,12,12,12,13"], "cannot keep"),
+    "rank_on_dense": (["prune", "--pruning_type", "rank", "--target_rank_dim", "64"], "needs a tucker_bert model"),
+    "no_target": (["prune"], "give --target_num_of_heads"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_pruning_input_exits_2_and_writes_nothing(case, sst2_teacher, glue_copy, tmp_path):
+    args, message = BAD[case]
+    out = tmp_path / "out"
+    r = run_cli(*args, "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                "--output_dir", str(out))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_quantizing_a_quantized_model_is_refused(int8_teacher, tmp_path):
+    r = run_cli("quantize", "--model", str(int8_teacher), "--output_dir", str(tmp_path / "again"))
+    assert r.returncode == 2 and "already quantized" in r.stderr and not (tmp_path / "again").exists()
