@@ -27,6 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from decompose.stage import TOKENIZER_FILES
+from distill.checkpoint import publish_model, save_model_dir
+from distill.classifier import evaluate_features, load_classifier
+from distill.glue import dev_files, get_task, task_dir, train_file
+from distill.task_data import load_features, load_tokenizer
+
 from .atomic import check_output_dir, write_json
 from .errors import InputError
 from .measure import parameter_counts, size_on_disk
@@ -187,10 +193,6 @@ def validate(cfg: PruneConfig) -> dict[str, Setting]:
 
 
 def run(cfg: PruneConfig) -> dict[str, Any]:
-    from distill.classifier import evaluate_features, load_classifier
-    from distill.glue import dev_files, get_task, task_dir, train_file
-    from distill.task_data import load_features, load_tokenizer
-
     started = time.perf_counter()
     settings = validate(cfg)
     task = get_task(cfg.task_name)
@@ -217,7 +219,7 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
     for name, setting in settings.items():
         source = dirs[setting.source] if setting.source else model_dir
         target = out if single else out / name
-        info = _prune_and_recover(cfg, setting.pruning, source, target, task, importance, load_classifier)
+        info = _prune_and_recover(cfg, setting.pruning, source, target, task, importance)
         final, _ = load_classifier(str(target), "--output_dir", task, need_task_model=True)
         row = _row(name, final, target, evaluate_features(final, task, dev, cfg.eval_batch_size))
         row |= {"setting": dataclasses.asdict(setting.pruning), "derived_from": setting.source,
@@ -237,12 +239,9 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
     return summary
 
 
-def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, target: Path, task, importance,
-                       load_classifier) -> dict[str, Any]:
+def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, target: Path, task,
+                       importance) -> dict[str, Any]:
     """Prune `source` into `target` (recovering after each iteration) and leave the final model at its top."""
-    from distill.checkpoint import publish_model, save_model_dir
-    from decompose.stage import TOKENIZER_FILES
-
     steps = cfg.iterations
     info: dict[str, Any] = {}
     for k in range(1, steps + 1):

@@ -76,7 +76,7 @@ class PruningConfig:
         model_type = model.config.model_type
         if self.kind in _MODEL_TYPES and model_type not in _MODEL_TYPES[self.kind]:
             raise ValueError(f"{self.kind} pruning needs a {' or '.join(_MODEL_TYPES[self.kind])} model, "
-                             f"not {model_type}" + (" (use kind 'rank' for TD models)" if model_type == "tucker_bert" else ""))
+                             f"not {model_type}" + (" (TD models: pruning type 'rank')" if model_type == "tucker_bert" else ""))
         if getattr(model.config, "xcompress_quantization", None):
             raise ValueError("the model is quantized; prune before quantizing")
         if self.kind == "structured":

@@ -24,6 +24,10 @@ import numpy as np
 import torch
 
 from decompose.stage import TOKENIZER_FILES
+from distill.classifier import evaluate_features, load_classifier, predictions
+from distill.glue import dev_files, get_task
+from distill.metrics import glue_metrics
+from distill.task_data import load_features, load_tokenizer
 
 from .atomic import atomic_output_dir, check_output_dir, write_json
 from .errors import InputError
@@ -64,10 +68,6 @@ CONFIG = QuantizeConfig
 
 
 def run(cfg: QuantizeConfig) -> dict[str, Any]:
-    from distill.classifier import evaluate_features, load_classifier
-    from distill.glue import dev_files, get_task
-    from distill.task_data import load_features, load_tokenizer
-
     started = time.perf_counter()
     model_dir = resolve_model_dir(cfg.model, "--model")
     if quantization_of(read_config_dict(model_dir, "--model")):
@@ -83,7 +83,7 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
         model, dev = _load_any_classifier(model_dir), None
     if is_quantized(model):
         raise InputError(f"--model {cfg.model}: already quantized")
-    fp32 = {"backend": "pytorch fp32", **_measure(model, model_dir, cfg, task, dev, evaluate_features)}
+    fp32 = {"backend": "pytorch fp32", **_measure(model, model_dir, cfg, task, dev)}
     int8_model = quantize_(copy.deepcopy(model), QuantizationConfig(per_channel=not cfg.per_tensor))
     rows = [fp32]
     with atomic_output_dir(out) as tmp:
@@ -91,7 +91,7 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
         for name in TOKENIZER_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
-        rows.append({"backend": "pytorch int8", **_measure(int8_model, tmp, cfg, task, dev, evaluate_features)})
+        rows.append({"backend": "pytorch int8", **_measure(int8_model, tmp, cfg, task, dev)})
         onnx = _onnx(model, int8_model, tmp / "onnx", cfg, task, dev) if cfg.onnx else None
         if onnx is not None:
             rows += onnx.pop("rows")
@@ -112,7 +112,7 @@ def _load_any_classifier(model_dir: Path):
     return AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
 
 
-def _measure(model, model_dir: Path, cfg: QuantizeConfig, task, dev, evaluate_features) -> dict[str, Any]:
+def _measure(model, model_dir: Path, cfg: QuantizeConfig, task, dev) -> dict[str, Any]:
     row = {"size_on_disk_bytes": size_on_disk(model_dir), "params": parameter_counts(model),
            "latency_b1_s": cpu_latency(model, 1, cfg.latency_seq_length, cfg.latency_repeats),
            "latency_b32_s": cpu_latency(model, 32, cfg.latency_seq_length, cfg.latency_repeats)}
@@ -169,9 +169,6 @@ def _check_batches(dev, vocab_size: int) -> list[dict[str, torch.Tensor]]:
 
 
 def _onnx_score(session, task, dev, batch_size: int) -> dict[str, float]:
-    from distill.classifier import predictions
-    from distill.metrics import glue_metrics
-
     ids = np.arange(len(dev))
     logits = []
     for i in range(0, len(ids), batch_size):

@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distill.classifier import evaluate_features, load_classifier
+from distill.glue import dev_files, get_task
+from distill.task_data import load_features, load_tokenizer
+
 from .atomic import atomic_output_dir, check_output_dir, write_json
 from .errors import InputError
 from .measure import add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
@@ -66,10 +70,6 @@ def _pairs(text: str | None, flag: str, must_exist: str) -> dict[str, Path]:
 
 
 def run(cfg: ReportConfig) -> dict[str, Any]:
-    from distill.classifier import evaluate_features, load_classifier
-    from distill.glue import dev_files, get_task
-    from distill.task_data import load_features, load_tokenizer
-
     started = time.perf_counter()
     task = get_task(cfg.task_name)
     models = _pairs(cfg.models, "--models", "dir")
@@ -159,7 +159,7 @@ def _plots(rows: list[dict[str, Any]], curves: dict[str, dict[str, list]], direc
     for key, xlabel, name, log in (("encoder_params", "encoder parameters", "params_vs_score.png", True),
                                    ("latency_b32_s", "CPU latency, batch 32 (s)", "latency_vs_score.png", False)):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for r in rows:
+        for r in rows if key == "latency_b32_s" else [r for r in rows if r["backend"] == "pytorch"]:
             ax.scatter(r[key], r["score"])
             ax.annotate(r["label"], (r[key], r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if log:

@@ -3,7 +3,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from transformers import AutoModel
 
 from compress.cli import main
