@@ -219,9 +219,10 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
     for name, setting in settings.items():
         source = dirs[setting.source] if setting.source else model_dir
         target = out if single else out / name
-        info = _prune_and_recover(cfg, setting.pruning, source, target, task, importance)
+        info, recovered = _prune_and_recover(cfg, setting.pruning, source, target, task, importance)
         final, _ = load_classifier(str(target), "--output_dir", task, need_task_model=True)
-        row = _row(name, final, target, evaluate_features(final, task, dev, cfg.eval_batch_size))
+        # A recovered model was scored on this dev file (its first) by the recovery run itself.
+        row = _row(name, final, target, recovered or evaluate_features(final, task, dev, cfg.eval_batch_size))
         row |= {"setting": dataclasses.asdict(setting.pruning), "derived_from": setting.source,
                 "shared_intermediate": setting.shared, "pruned": info,
                 "percent_of_original": 100 * row["score"] / original["score"] if original["score"] else None}
@@ -240,10 +241,12 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
 
 
 def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, target: Path, task,
-                       importance) -> dict[str, Any]:
-    """Prune `source` into `target` (recovering after each iteration) and leave the final model at its top."""
+                       importance) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """Prune `source` into `target` (recovering after each iteration) and leave the final model at its top.
+    Returns what was kept and, when recovered, the final model's dev metrics."""
     steps = cfg.iterations
     info: dict[str, Any] = {}
+    metrics = None
     for k in range(1, steps + 1):
         work = target if steps == 1 else target / f"iter_{k}"
         model, _ = load_classifier(str(source), "--model", task, need_task_model=True)
@@ -254,13 +257,13 @@ def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, t
         tokenizer_files = [source / f for f in TOKENIZER_FILES if (source / f).is_file()]
         save_model_dir(model, work / "pruned", tokenizer_files)
         if cfg.num_train_epochs > 0 or cfg.max_steps:
-            _recover(cfg, work / "pruned", work, task.name, keep_sparsity=pruning.kind == "unstructured")
+            metrics = _recover(cfg, work / "pruned", work, task.name, keep_sparsity=pruning.kind == "unstructured")
         else:
             publish_model(work, work / "pruned")
         source = work
     if steps > 1:
         publish_model(target, source)
-    return info
+    return info, metrics
 
 
 def _batches(features, cfg: PruneConfig):
@@ -269,8 +272,9 @@ def _batches(features, cfg: PruneConfig):
         yield features.batch(ids[i:i + cfg.train_batch_size])
 
 
-def _recover(cfg: PruneConfig, pruned: Path, out: Path, task_name: str, keep_sparsity: bool) -> None:
-    """Fine-tune the pruned model on the gold labels, or distil the teacher's predictions into it."""
+def _recover(cfg: PruneConfig, pruned: Path, out: Path, task_name: str, keep_sparsity: bool) -> dict[str, float]:
+    """Fine-tune the pruned model on the gold labels, or distil the teacher's predictions into it; returns the
+    published model's metrics on the first dev file."""
     common = dict(task_name=task_name, data_dir=cfg.data_dir, output_dir=str(out), num_train_epochs=cfg.num_train_epochs,
                   learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
                   eval_batch_size=cfg.eval_batch_size, max_seq_length=cfg.max_seq_length,
@@ -280,13 +284,15 @@ def _recover(cfg: PruneConfig, pruned: Path, out: Path, task_name: str, keep_spa
         from distill.task import TaskDistillConfig
         from distill.task import run as distil
 
-        distil(TaskDistillConfig(teacher_model=cfg.teacher_model, student_model=str(pruned), stage="prediction", **common))
+        summary = distil(TaskDistillConfig(teacher_model=cfg.teacher_model, student_model=str(pruned),
+                                           stage="prediction", **common))
     else:
         from distill.finetune import FinetuneConfig
         from distill.finetune import run as finetune
 
-        finetune(FinetuneConfig(model=str(pruned), **common))
+        summary = finetune(FinetuneConfig(model=str(pruned), **common))
     shutil.rmtree(out / "best", ignore_errors=True)  # the best checkpoint is the published model at the top
+    return next(iter(summary["dev"].values()))
 
 
 def _row(name: str, model, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:

@@ -104,8 +104,8 @@ def test_prune_stage_sweep_reuses_the_head_pruned_model(sst2_teacher, glue_copy,
     out = tmp_path / "sweep"
     assert main(["prune", "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
                  "--output_dir", str(out), "--target_num_of_heads", "6", "--target_ffn_size", "1024,512",
-                 "--importance_examples", "128", "--max_steps", "8", "--max_train_examples", "400",
-                 "--eval_step", "8", *FAST]) == 0
+                 "--importance_examples", "64", "--max_steps", "6", "--max_train_examples", "300",
+                 "--eval_step", "6", *FAST]) == 0
     summary = json.loads((out / "prune_summary.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
     assert list(rows) == ["heads-6", "heads-6_ffn-1024", "heads-6_ffn-512"]
@@ -129,8 +129,8 @@ def test_iterative_magnitude_pruning_keeps_its_sparsity(sst2_teacher, glue_copy,
     out = tmp_path / "sparse"
     assert main(["prune", "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
                  "--output_dir", str(out), "--pruning_type", "unstructured", "--amount_ffn", "0.6",
-                 "--amount_attention", "0.3", "--iterations", "2", "--max_steps", "6", "--max_train_examples", "300",
-                 "--eval_step", "6", *FAST]) == 0
+                 "--amount_attention", "0.3", "--iterations", "2", "--max_steps", "4", "--max_train_examples", "200",
+                 "--eval_step", "4", *FAST]) == 0
     task, _ = _features(sst2_teacher, glue_copy, "dev", 1)
     groups = sparsity(_load(out, task))
     assert groups["ffn"]["sparsity"] == pytest.approx(0.6, abs=1e-3)  # fine-tuning did not regrow zeros
@@ -146,7 +146,8 @@ def test_iterative_magnitude_pruning_keeps_its_sparsity(sst2_teacher, glue_copy,
 def int8_teacher(sst2_teacher, glue_copy, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "teacher-int8"
     assert main(["quantize", "--model", str(sst2_teacher), "--output_dir", str(out), "--task_name", "SST-2",
-                 "--data_dir", str(glue_copy), "--onnx", "--max_seq_length", "64", "--latency_repeats", "2"]) == 0
+                 "--data_dir", str(glue_copy), "--onnx", "--max_seq_length", "64", "--latency_seq_length", "32",
+                 "--latency_repeats", "2"]) == 0
     return out
 
 
@@ -204,7 +205,8 @@ def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_co
     out = tmp_path / "report"
     r = run_cli("report", "--task_name", "SST-2", "--data_dir", str(glue_copy), "--output_dir", str(out),
                 "--models", f"teacher={sst2_teacher},teacher int8={int8_teacher}", "--loss_logs",
-                f"fine-tuning={sst2_teacher / 'log.jsonl'}", "--max_seq_length", "64", "--latency_repeats", "2")
+                f"fine-tuning={sst2_teacher / 'log.jsonl'}", "--max_seq_length", "64", "--latency_seq_length", "32",
+                "--latency_repeats", "2")
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "report.json").read_text())
     labels = [row["label"] for row in summary["rows"]]
@@ -227,15 +229,16 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_pruning_input_exits_2_and_writes_nothing(case, sst2_teacher, glue_copy, tmp_path):
+def test_bad_pruning_input_exits_2_and_writes_nothing(case, sst2_teacher, glue_copy, tmp_path, capsys):
     args, message = BAD[case]
     out = tmp_path / "out"
-    r = run_cli(*args, "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
-                "--output_dir", str(out))
-    assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    status = main([*args, "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                   "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_quantizing_a_quantized_model_is_refused(int8_teacher, tmp_path):
-    r = run_cli("quantize", "--model", str(int8_teacher), "--output_dir", str(tmp_path / "again"))
-    assert r.returncode == 2 and "already quantized" in r.stderr and not (tmp_path / "again").exists()
+def test_quantizing_a_quantized_model_is_refused(int8_teacher, tmp_path, capsys):
+    assert main(["quantize", "--model", str(int8_teacher), "--output_dir", str(tmp_path / "again")]) == 2
+    assert "already quantized" in capsys.readouterr().err and not (tmp_path / "again").exists()

@@ -6,6 +6,7 @@ import json
 import pytest
 import yaml
 
+from compress.cli import main
 from tests.conftest import REPO, run_cli
 
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"
@@ -81,18 +82,18 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_pipeline_config_is_refused_before_any_stage(case, tmp_path):
+def test_bad_pipeline_config_is_refused_before_any_stage(case, tmp_path, capsys):
     text, message = BAD[case]
     config = tmp_path / "bad.yaml"
     config.write_text(f"work_dir: {tmp_path / 'work'}\n{text}")
-    r = run_cli("pipeline", str(config))
-    assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and str(config) in r.stderr
+    status = main(["pipeline", str(config)])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and str(config) in err
     assert not (tmp_path / "work").exists()
 
 
-def test_shipped_configs_are_valid():
+def test_shipped_configs_are_valid(capsys):
     for config in sorted((REPO / "configs").glob("*.yaml")):
-        r = run_cli("pipeline", str(config), "--dry_run")
-        assert r.returncode == 0, (config.name, r.stderr)
-        assert "stages checked (dry run, nothing ran)" in r.stdout
+        assert main(["pipeline", str(config), "--dry_run"]) == 0, (config.name, capsys.readouterr().err)
+        assert "stages checked (dry run, nothing ran)" in capsys.readouterr().out
