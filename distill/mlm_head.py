@@ -83,6 +83,7 @@ def _load(cfg: FitMlmHeadConfig):
     model_dir = resolve_model_dir(cfg.teacher_model, "--teacher_model")
     if read_config_dict(model_dir, "--teacher_model").get("model_type") != "bert":
         raise InputError(f"--teacher_model {cfg.teacher_model}: not a dense BERT model")
+    torch.manual_seed(cfg.seed)  # the new head is drawn from the seed: two runs fit the same head
     try:
         model, info = BertForMaskedLM.from_pretrained(str(model_dir), output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:
