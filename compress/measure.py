@@ -5,6 +5,7 @@ Used by `xcompress demo`, the reports and benchmarks/; never asserted in tests.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -13,6 +14,16 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclasses.dataclass(kw_only=True)
+class MeasurementSettings:
+    """The fields of every stage that scores and times models (their flags: add_measurement_arguments)."""
+
+    max_seq_length: int = 128
+    eval_batch_size: int = 64
+    latency_seq_length: int = 128
+    latency_repeats: int = 5
 
 
 def add_measurement_arguments(p: argparse.ArgumentParser) -> None:

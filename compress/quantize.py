@@ -31,25 +31,21 @@ from distill.task_data import load_features, load_tokenizer
 
 from .atomic import atomic_output_dir, check_output_dir, write_json
 from .errors import InputError
-from .measure import add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
+from .measure import MeasurementSettings, add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
 from .model_paths import read_config_dict, resolve_model_dir
 from .quantization import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
 
 ONNX_FP32_TOLERANCE = 1e-4  # max |logit difference| between onnxruntime fp32 and PyTorch fp32
 
 
-@dataclasses.dataclass
-class QuantizeConfig:
+@dataclasses.dataclass(kw_only=True)
+class QuantizeConfig(MeasurementSettings):
     model: str
     output_dir: str
     task_name: str | None = None
     data_dir: str | None = None
     onnx: bool = False
     per_tensor: bool = False
-    max_seq_length: int = 128
-    eval_batch_size: int = 64
-    latency_seq_length: int = 128
-    latency_repeats: int = 5
     overwrite_output_dir: bool = False
 
 

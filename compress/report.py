@@ -24,20 +24,16 @@ from distill.task_data import load_features, load_tokenizer
 
 from .atomic import atomic_output_dir, check_output_dir, write_json
 from .errors import InputError
-from .measure import add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
+from .measure import MeasurementSettings, add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
 
 
-@dataclasses.dataclass
-class ReportConfig:
+@dataclasses.dataclass(kw_only=True)
+class ReportConfig(MeasurementSettings):
     task_name: str
     data_dir: str
     output_dir: str
     models: str
     loss_logs: str | None = None
-    max_seq_length: int = 128
-    eval_batch_size: int = 64
-    latency_seq_length: int = 128
-    latency_repeats: int = 5
     overwrite_output_dir: bool = False
 
 
