@@ -114,26 +114,15 @@ class FanInProjection(nn.Module):
         return F.linear(torch.matmul(x, w.fan_in[self.rows]), w.U, self.bias)
 
 
-class LinearFanOut(nn.Module):
-    """A fan-out group folded for inference: two plain Linear maps (x Vᵀ, then [U C_i]ᵀ), so that int8
-    dynamic quantization and ONNX export see ordinary linear layers."""
+class FoldedProjection(nn.Module):
+    """A factorized projection folded for inference as two plain Linear maps, so that int8 dynamic
+    quantization and ONNX export see ordinary linear layers: fan-out groups x Vᵀ then [U C_i]ᵀ, the fan-in
+    group x [Vᵀ C_jᵀ]_j then Uᵀ."""
 
-    def __init__(self, hidden_size: int, rank_dim: int, n_blocks: int):
+    def __init__(self, in_features: int, rank_dim: int, out_features: int):
         super().__init__()
-        self.down = nn.Linear(hidden_size, rank_dim, bias=False)
-        self.up = nn.Linear(rank_dim, n_blocks * hidden_size)
-
-    def forward(self, x: torch.Tensor, w: FoldedWeights | None = None) -> torch.Tensor:
-        return self.up(self.down(x))
-
-
-class LinearFanIn(nn.Module):
-    """The fan-in group folded for inference: x [Vᵀ C_jᵀ]_j, then Uᵀ, as two plain Linear maps."""
-
-    def __init__(self, hidden_size: int, rank_dim: int, n_blocks: int):
-        super().__init__()
-        self.down = nn.Linear(n_blocks * hidden_size, rank_dim, bias=False)
-        self.up = nn.Linear(rank_dim, hidden_size)
+        self.down = nn.Linear(in_features, rank_dim, bias=False)
+        self.up = nn.Linear(rank_dim, out_features)
 
     def forward(self, x: torch.Tensor, w: FoldedWeights | None = None) -> torch.Tensor:
         return self.up(self.down(x))
@@ -154,11 +143,11 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
                              (layer.ffn, "intermediate"), (layer.ffn, "output")):
             proj = getattr(parent, name)
             if isinstance(proj, FanOutProjection):
-                new = LinearFanOut(h, w.V.shape[0], proj.bias.numel() // h)
+                new = FoldedProjection(h, w.V.shape[0], proj.bias.numel())
                 new.down.weight.copy_(w.V)
                 new.up.weight.copy_(w.fan_out[proj.rows])
             elif isinstance(proj, FanInProjection):
-                new = LinearFanIn(h, w.V.shape[0], (proj.rows.stop - proj.rows.start) // h)
+                new = FoldedProjection(proj.rows.stop - proj.rows.start, w.V.shape[0], h)
                 new.down.weight.copy_(w.fan_in[proj.rows].T)
                 new.up.weight.copy_(w.U)
             else:
