@@ -42,6 +42,7 @@ STAGES = {
     "quantize": ("compress.quantize", "int8 dynamic quantization (PyTorch and ONNX Runtime) of a task model"),
     "report": ("compress.report", "report.md and plots: size, latency and score of a set of task models"),
     "pipeline": ("compress.pipeline", "run the stages of a pipeline YAML in order, resuming complete ones"),
+    "submit": ("compress.submit", "submit a stage, or a pipeline as a chain of jobs, to SLURM (sbatch)"),
     "demo": ("compress.demo", "the main job on the embedded defaults"),
 }
 

@@ -2,6 +2,7 @@
 
     xcompress pipeline configs/demo.yaml                 # run, or resume after an interruption or a failure
     xcompress pipeline configs/demo.yaml --dry_run       # check everything and print the commands only
+    xcompress pipeline configs/demo.yaml --stage td      # one stage, its upstream complete (a SLURM chain's job)
 
 The whole file is checked before anything runs (see pipeline_config). Each stage runs as its own process
 (`python -m compress <stage> …`, under torchrun / mpirun / horovodrun / srun when its launcher says so). A stage
@@ -37,11 +38,14 @@ OVERWRITE_FLAGS = ("overwrite_output_dir", "overwrite")
 class PipelineConfig:
     config: str
     dry_run: bool = False
+    stage: str | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="the pipeline's YAML file (see configs/)")
     p.add_argument("--dry_run", action="store_true", help="check the file and print each stage's command")
+    p.add_argument("--stage", metavar="ID", help="run only this stage; the stages it depends on must be complete "
+                   "(how `xcompress submit pipeline` runs one stage per SLURM job)")
 
 
 CONFIG = PipelineConfig
@@ -69,19 +73,34 @@ def stage_hash(stage: StagePlan, upstream: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def stage_hashes(plan: PipelinePlan) -> dict[str, str]:
+    """Each stage's hash: its resolved args and launcher, and its upstream stages' hashes."""
+    hashes: dict[str, str] = {}
+    for stage in plan.stages:
+        hashes[stage.id] = stage_hash(stage, hashes)
+    return hashes
+
+
+def is_complete(plan: PipelinePlan, stage: StagePlan, hashes: dict[str, str]) -> bool:
+    return _done(plan.work_dir / ".pipeline" / f"{stage.id}.done.json", hashes[stage.id])
+
+
 def run(cfg: PipelineConfig) -> dict[str, Any]:
     plan = load_plan(cfg.config)
+    selected = _selected(plan, cfg.stage)
     if not cfg.dry_run:  # a dry run may check a cluster's config on a machine without its launchers
-        _check_launchers(plan)
+        _check_launchers(plan, selected)
     state = plan.work_dir / ".pipeline"
-    hashes: dict[str, str] = {}
+    hashes = stage_hashes(plan)
     records = []
     if not cfg.dry_run:
         state.mkdir(parents=True, exist_ok=True)
         _save_resolved(plan)
     started = time.perf_counter()
     for i, stage in enumerate(plan.stages, 1):
-        h = hashes[stage.id] = stage_hash(stage, hashes)
+        if stage.id not in {s.id for s in selected}:
+            continue
+        h = hashes[stage.id]
         done_file, started_file = state / f"{stage.id}.done.json", state / f"{stage.id}.started.json"
         argv = stage.argv()
         if started_file.is_file() and not _done(done_file, h):
@@ -99,6 +118,8 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
             print(f"{header}: complete, skipped", flush=True)
             records.append({"id": stage.id, "status": "skipped", "seconds": 0.0})
             continue
+        if cfg.stage:
+            _check_upstream_complete(plan, stage, hashes)
         print(f"{header}\n  {shlex.join(command)}", flush=True)
         write_json(started_file, {"hash": h, "command": command})
         t = time.perf_counter()
@@ -112,9 +133,27 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     summary = {"pipeline": plan.name, "config": str(plan.path), "work_dir": str(plan.work_dir), "stages": records,
                "seconds": time.perf_counter() - started, "dry_run": cfg.dry_run,
                "report": _report_path(plan)}
-    if not cfg.dry_run:
+    if not cfg.dry_run and not cfg.stage:
         write_json(plan.work_dir / "pipeline_summary.json", summary)
     return summary
+
+
+def _selected(plan: PipelinePlan, stage_id: str | None) -> list[StagePlan]:
+    if stage_id is None:
+        return plan.stages
+    chosen = [s for s in plan.stages if s.id == stage_id]
+    if not chosen:
+        raise InputError(f"--stage {stage_id}: {plan.path} has no stage with that id "
+                         f"(ids: {', '.join(s.id for s in plan.stages)})")
+    return chosen
+
+
+def _check_upstream_complete(plan: PipelinePlan, stage: StagePlan, hashes: dict[str, str]) -> None:
+    by_id = {s.id: s for s in plan.stages}
+    missing = [d for d in stage.depends_on if not is_complete(plan, by_id[d], hashes)]
+    if missing:
+        raise InputError(f"--stage {stage.id}: needs stage(s) {', '.join(missing)} of {plan.path} complete first "
+                         "(run them, or the whole pipeline)")
 
 
 def _done(done_file: Path, h: str) -> bool:
@@ -124,9 +163,9 @@ def _done(done_file: Path, h: str) -> bool:
         return False
 
 
-def _check_launchers(plan: PipelinePlan) -> None:
+def _check_launchers(plan: PipelinePlan, stages: list[StagePlan]) -> None:
     needs = {"mpirun": "mpirun", "slurm": "srun", "horovodrun": str(Path(sys.executable).parent / "horovodrun")}
-    for stage in plan.stages:
+    for stage in stages:
         tool = needs.get(stage.launcher)
         if tool and shutil.which(tool) is None:
             raise InputError(f"{plan.path}:{stage.line}: stage {stage.id}: launcher {stage.launcher} needs "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,20 @@ class _RaisingParser:
         return self.parser.parse_args(argv)
 
 
+def check_stage_args(name: str, argv: list[str], where: str) -> Any:
+    """A stage's config from its flags (`argv` starts with the stage name), checked as far as can be without
+    models or data: its own parser (types, choices, required flags), then its `validate` hook."""
+    module = importlib.import_module(STAGES[name][0])
+    parsed = _RaisingParser(name).check(argv, where)
+    cfg = module.CONFIG(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(module.CONFIG)})
+    if hasattr(module, "validate"):
+        try:
+            module.validate(cfg)
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from e
+    return cfg
+
+
 def load_plan(path: str | Path) -> PipelinePlan:
     path = Path(path)
     try:
@@ -147,9 +162,7 @@ def _plan_stage(path: Path, entry: Any, work_dir: Path, known: dict[str, dict[st
     if stage_id in known:
         raise InputError(f"{path}:{line}: stage id {stage_id!r} is used twice (give each an `id:`)")
     launcher, ranks = _launcher(path, entry, name)
-    module = __import__(STAGES[name][0], fromlist=["CONFIG"])
-    config_cls = module.CONFIG
-    fields = {f.name for f in dataclasses.fields(config_cls)}
+    fields = {f.name for f in dataclasses.fields(importlib.import_module(STAGES[name][0]).CONFIG)}
     values: dict[str, Any] = {}
     depends: list[str] = []
     for key in entry:
@@ -166,14 +179,9 @@ def _plan_stage(path: Path, entry: Any, work_dir: Path, known: dict[str, dict[st
         values[key] = _resolve(raw, known, where, depends)
     if "output_dir" in fields and "output_dir" not in values:
         values["output_dir"] = str(work_dir / stage_id)
-    parsed = _RaisingParser(name).check(StagePlan(stage_id, name, launcher, ranks, values, depends, line).argv(),
-                                        f"{path}:{line}: stage {stage_id}")
-    resolved = {f: getattr(parsed, f) for f in fields}
-    if hasattr(module, "validate"):  # the stage's own checks that need no model or data
-        try:
-            module.validate(config_cls(**resolved))
-        except InputError as e:
-            raise InputError(f"{path}:{line}: stage {stage_id}: {e}") from e
+    cfg = check_stage_args(name, StagePlan(stage_id, name, launcher, ranks, values, depends, line).argv(),
+                           f"{path}:{line}: stage {stage_id}")
+    resolved = {f: getattr(cfg, f) for f in fields}
     if name == "quantize":
         if str(resolved["model"]) in quantized:
             raise InputError(f"{path}:{args.key_lines.get('model', line)}: stage {stage_id} quantizes the output of "

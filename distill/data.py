@@ -24,31 +24,42 @@ def read_vocab_ids(vocab_file: Path) -> dict[str, int]:
 
 
 class PregeneratedEpochs:
-    """The epochs of a pre-generated directory, batched per rank."""
+    """The epochs of a pre-generated directory, batched per rank.
+
+    The directory holds `epoch_*.json` files, or shard subdirectories that each do (one per dump part, as the
+    SLURM pregeneration array writes them): epoch i is then the concatenation of every shard's epoch i.
+    """
 
     def __init__(self, directory: str | Path, vocab: dict[str, int]):
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise InputError(f"--pregenerated_data {directory}: no such directory")
-        numbers = sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _EPOCH.match(p.name)))
-        if not numbers:
-            raise InputError(f"--pregenerated_data {directory}: no epoch_*.json files")
+        shards = [self.directory] if _epoch_numbers(self.directory) else sorted(
+            d for d in self.directory.iterdir() if d.is_dir() and _epoch_numbers(d))
+        if not shards:
+            raise InputError(f"--pregenerated_data {directory}: no epoch_*.json files (nor shard directories with them)")
+        numbers = _epoch_numbers(shards[0])
         if numbers != list(range(len(numbers))):
-            raise InputError(f"--pregenerated_data {directory}: epochs {numbers} are not numbered 0..{len(numbers) - 1}")
-        self.files = [self.directory / f"epoch_{i}.json" for i in numbers]
+            raise InputError(f"--pregenerated_data {shards[0]}: epochs {numbers} are not numbered 0..{len(numbers) - 1}")
+        for shard in shards[1:]:
+            if _epoch_numbers(shard) != numbers:
+                raise InputError(f"--pregenerated_data {shard}: epochs {_epoch_numbers(shard)} differ from "
+                                 f"{shards[0].name}'s {numbers} (every shard needs the same epochs)")
+        # parts[i]: the files that together make epoch i
+        self.parts = [[shard / f"epoch_{i}.json" for shard in shards] for i in numbers]
         self.vocab = vocab
-        self._offsets: dict[int, np.ndarray] = {}
-        self._handles: dict[int, object] = {}
+        self._offsets: dict[tuple[int, int], np.ndarray] = {}
+        self._starts: dict[int, np.ndarray] = {}
+        self._handles: dict[Path, object] = {}
 
     @property
     def num_files(self) -> int:
-        return len(self.files)
+        return len(self.parts)
 
-    def offsets(self, epoch: int) -> np.ndarray:
-        """Byte offsets of every line of the file read by training epoch `epoch`, plus the file size."""
-        i = epoch % self.num_files
-        if i not in self._offsets:
-            path = self.files[i]
+    def _part_offsets(self, i: int, part: int) -> np.ndarray:
+        """Byte offsets of every line of one file, plus the file size."""
+        if (i, part) not in self._offsets:
+            path = self.parts[i][part]
             index = path.with_suffix(".idx")
             if index.is_file():
                 offsets = np.fromfile(index, dtype="<u8")
@@ -58,30 +69,45 @@ class PregeneratedEpochs:
                 offsets = _scan_offsets(path)
             if len(offsets) < 2:
                 raise InputError(f"--pregenerated_data {path}: no training examples")
-            self._offsets[i] = offsets
-        return self._offsets[i]
+            self._offsets[i, part] = offsets
+        return self._offsets[i, part]
+
+    def _part_starts(self, epoch: int) -> np.ndarray:
+        """Index of the first example of each part of the file read by training epoch `epoch`, plus the total."""
+        i = epoch % self.num_files
+        if i not in self._starts:
+            counts = [len(self._part_offsets(i, p)) - 1 for p in range(len(self.parts[i]))]
+            self._starts[i] = np.concatenate([[0], np.cumsum(counts)])
+        return self._starts[i]
 
     def num_examples(self, epoch: int) -> int:
-        return len(self.offsets(epoch)) - 1
+        return int(self._part_starts(epoch)[-1])
 
     def steps_per_epoch(self, epoch: int, global_batch: int) -> int:
         return self.num_examples(epoch) // global_batch
 
-    def _line(self, epoch: int, k: int) -> dict:
+    def _locate(self, epoch: int, k: int) -> tuple[int, int, int]:
+        """(file index, part, line) of example k of an epoch: which shard's file holds it, and where."""
         i = epoch % self.num_files
-        offsets = self.offsets(epoch)
-        if i not in self._handles:
-            self._handles[i] = open(self.files[i], "rb")
-        f = self._handles[i]
-        f.seek(int(offsets[k]))
-        raw = f.read(int(offsets[k + 1] - offsets[k]))
+        starts = self._part_starts(epoch)
+        part = int(np.searchsorted(starts, k, side="right")) - 1
+        return i, part, k - int(starts[part])
+
+    def _line(self, epoch: int, k: int) -> dict:
+        i, part, line = self._locate(epoch, k)
+        path, offsets = self.parts[i][part], self._part_offsets(i, part)
+        if path not in self._handles:
+            self._handles[path] = open(path, "rb")
+        f = self._handles[path]
+        f.seek(int(offsets[line]))
+        raw = f.read(int(offsets[line + 1] - offsets[line]))
         try:
             record = json.loads(raw)
             tokens, segments = record["tokens"], record["segment_ids"]
             if not isinstance(tokens, list) or len(tokens) != len(segments) or not tokens:
                 raise ValueError("tokens and segment_ids must be non-empty lists of equal length")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
-            raise InputError(f"--pregenerated_data {self.files[i]}:{k + 1}: corrupt line ({e})") from e
+            raise InputError(f"--pregenerated_data {path}:{line + 1}: corrupt line ({e})") from e
         return record
 
     def example_ids(self, epoch: int, seed: int, rank: int, world_size: int) -> np.ndarray:
@@ -100,7 +126,7 @@ class PregeneratedEpochs:
             try:
                 token_ids = [self.vocab[t] for t in r["tokens"]]
             except KeyError as e:
-                raise InputError(f"--pregenerated_data {self.files[epoch % self.num_files]}:{int(k) + 1}: token {e} "
+                raise InputError(f"--pregenerated_data {self._where(epoch, k)}: token {e} "
                                  "is not in the student's vocabulary (data made with another vocabulary?)") from e
             n = len(token_ids)
             input_ids[row, :n] = torch.tensor(token_ids)
@@ -118,9 +144,13 @@ class PregeneratedEpochs:
                 positions, words = r["masked_lm_positions"], r["masked_lm_labels"]
                 labels[row, positions] = torch.tensor([self.vocab[w] for w in words], dtype=torch.long)
             except (KeyError, IndexError, TypeError, RuntimeError) as e:
-                raise InputError(f"--pregenerated_data {self.files[epoch % self.num_files]}:{int(k) + 1}: bad masked-LM "
+                raise InputError(f"--pregenerated_data {self._where(epoch, k)}: bad masked-LM "
                                  f"positions or labels ({e.__class__.__name__}: {e})") from e
         return labels
+
+    def _where(self, epoch: int, k) -> str:
+        i, part, line = self._locate(epoch, int(k))
+        return f"{self.parts[i][part]}:{line + 1}"
 
     def close(self) -> None:
         for f in self._handles.values():
@@ -134,6 +164,10 @@ def rank_permutation(n: int, seed: int, epoch: int, rank: int, world_size: int) 
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g).numpy()
     return order[rank::world_size][:n // world_size]
+
+
+def _epoch_numbers(directory: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _EPOCH.match(p.name)))
 
 
 def _scan_offsets(path: Path) -> np.ndarray:

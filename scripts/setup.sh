@@ -66,4 +66,16 @@ if ! horovod_ok; then
     || echo "horovod: NOT installed; single-process and torchrun runs work, mpirun/horovodrun runs will not"
 fi
 
+# SLURM's client commands submit jobs (`xcompress submit`); the tests also start a one-node cluster of their own
+# (slurmctld, slurmd, munged). Debian's slurm-wlm and munge; nothing is started or configured here.
+if ! command -v sbatch >/dev/null 2>&1 || [[ ! -x /usr/sbin/slurmd || ! -x /usr/sbin/munged ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) >/dev/null 2>&1 \
+      && echo "slurm: installed slurm-wlm and munge" \
+      || echo "slurm: apt-get could not install slurm-wlm and munge; \`xcompress submit\` and its tests need them"
+  else
+    echo "slurm: slurm-wlm and munge are missing (install them as root); \`xcompress submit\` and its tests need them"
+  fi
+fi
+
 echo "xcompress setup: ok ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

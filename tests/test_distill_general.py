@@ -141,21 +141,23 @@ def _free_port():
         return s.getsockname()[1]
 
 
+# mpirun and horovodrun through the launch script users run (scripts/general_distill.sh), hosts from a hostfile
 LAUNCHERS = {
-    "torchrun": lambda: [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
-                         "-m", "distill.general"],
-    "horovodrun": lambda: [str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
-                           sys.executable, "-m", "distill.general"],
-    "mpirun": lambda: ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-m",
-                       "distill.general"],
+    "torchrun": lambda hosts: [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+                               "-m", "distill.general"],
+    "horovodrun": lambda hosts: ["bash", "scripts/general_distill.sh", "--launcher", "horovodrun", "--gloo",
+                                 "--hostfile", hosts, "--"],
+    "mpirun": lambda hosts: ["bash", "scripts/general_distill.sh", "--hostfile", hosts, "--"],
 }
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_ranks_learn_and_stay_identical(launcher, pregenerated, student, tmp_path):
     out = tmp_path / launcher
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# this machine, two processes\nlocalhost slots=2\n")
     env = os.environ | {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    res = subprocess.run([*LAUNCHERS[launcher](), *_args(pregenerated, student, out, "--max_steps", "24",
+    res = subprocess.run([*LAUNCHERS[launcher](str(hosts)), *_args(pregenerated, student, out, "--max_steps", "24",
                                                           "--log_steps", "4", "--save_steps", "24")],
                          cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

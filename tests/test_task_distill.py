@@ -4,10 +4,7 @@ submission files), fit-mlm-head and augmentation (format, determinism, GloVe), a
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +14,6 @@ from tests.conftest import FAST, REPO, run_cli
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"
 GLUE = REPO / "data/glue_data"
 SAMPLE = REPO / "data/wiki/enwiki-sample-206pages.xml.bz2"
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +62,8 @@ def test_finetuned_teacher_learns_sst2(teacher, glue, tmp_path):
 
 def test_two_rank_torchrun_task_distillation_beats_the_undistilled_student(teacher, student, glue, tmp_path):
     out = tmp_path / "td-sst2"
-    port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port), "-m", "distill.task",
-           "--teacher_model", str(teacher), "--student_model", str(student), "--task_name", "SST-2",
+    cmd = ["bash", "scripts/task_distill.sh", "--nproc_per_node", "2", "--", "--teacher_model", str(teacher), "--student_model", str(student), "--task_name", "SST-2",
            "--data_dir", str(glue), "--output_dir", str(out), "--stage", "both", "--max_train_examples", "2000",
            "--intermediate_max_steps", "80", "--max_steps", "80", "--eval_step", "40", "--train_batch_size", "32", "--learning_rate", "1e-3",
            "--intermediate_learning_rate", "1e-3", *FAST]
@@ -200,9 +194,3 @@ def test_bad_input_is_refused_before_anything_is_written(teacher, student, glue,
     assert not out.exists()
     r = run_cli("evaluate", "--model", str(teacher), "--task_name", "MRPC", "--data_dir", str(glue))
     assert r.returncode == 2 and "was trained on SST-2, not MRPC" in r.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
