@@ -20,5 +20,5 @@ setup(
         "psutil",
         "matplotlib",
     ],
-    entry_points={"console_scripts": ["xcompress=compress.cli:main"]},
+    entry_points={"console_scripts": ["xcompress=compress.cli:run_as_program"]},
 )

@@ -1,6 +1,6 @@
 """python -m compress <stage> ... == xcompress <stage> ..."""
 import sys
 
-from compress.cli import main
+from compress.cli import run_as_program
 
-sys.exit(main())
+run_as_program()

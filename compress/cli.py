@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .allocator import reexec_with_tcmalloc
 from .errors import InputError, PeerFailure, StageFailure
 
 class FlagParser(argparse.ArgumentParser):
@@ -84,5 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run_as_program(argv: Sequence[str] | None = None) -> None:
+    """The process entry point (console script, `python -m`): main, under tcmalloc for training stages."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    reexec_with_tcmalloc(argv)
+    sys.exit(main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_program()

@@ -1,6 +1,6 @@
 """python -m decompose ... == xcompress decompose ..."""
 import sys
 
-from compress.cli import main
+from compress.cli import run_as_program
 
-sys.exit(main(["decompose", *sys.argv[1:]]))
+run_as_program(["decompose", *sys.argv[1:]])

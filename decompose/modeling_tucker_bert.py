@@ -28,6 +28,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOu
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertOnlyMLMHead, BertPooler
 
 from .configuration_tucker_bert import TuckerBertConfig
+from .dropout import Dropout
+from .recompute import attend, gelu_linear
 from .stacking import OPS
 
 FAN_IN_KINDS = tuple(f"ffn_out_{j}" for j in range(4))
@@ -110,8 +112,10 @@ class FanInProjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(hidden_size))
         self.rows = slice(first_row_block * hidden_size, (first_row_block + n_blocks) * hidden_size)
 
-    def forward(self, x: torch.Tensor, w: FoldedWeights) -> torch.Tensor:
-        return F.linear(torch.matmul(x, w.fan_in[self.rows]), w.U, self.bias)
+    def forward(self, x: torch.Tensor, w: FoldedWeights, gelu_first: bool = False) -> torch.Tensor:
+        """With `gelu_first`, x is the FFN's pre-activation: y = gelu(x) ..., gelu(x) recomputed in backward."""
+        down = gelu_linear(x, w.fan_in[self.rows].T) if gelu_first else F.linear(x, w.fan_in[self.rows].T)
+        return F.linear(down, w.U, self.bias)
 
 
 class FoldedProjection(nn.Module):
@@ -179,7 +183,7 @@ class TuckerBertAttention(nn.Module):
             self.qkv = FanOutProjection(h, 3, fan_out_offset)
             self.output = FanOutProjection(h, 1, fan_out_offset + 3)
         self.attn_dropout = config.attention_probs_dropout_prob
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
 
     def forward(self, x, mask, w, want_scores: bool):
@@ -187,12 +191,21 @@ class TuckerBertAttention(nn.Module):
         q, k, v = self.qkv(x, w).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         scores = probs = None
         p_drop = self.attn_dropout if self.training else 0.0
-        if want_scores:
-            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
+        # SDPA with dropout on CPU falls back to its unfused path and draws one float per probability
+        if want_scores or (p_drop > 0 and x.device.type == "cpu"):
+            # 3-d batched products (heads folded into the batch): their backward needs no transposed copies
+            q3, k3, v3 = ((t_ * self.scaling if t_ is q else t_).reshape(b * self.num_heads, t, self.head_dim)
+                          for t_ in (q, k, v))
             if mask is not None:
-                scores = scores + mask
+                bias = mask.expand(b, self.num_heads, -1, -1).reshape(b * self.num_heads, mask.shape[-2], t)
+                scores = torch.baddbmm(bias, q3, k3.transpose(1, 2))
+            else:
+                scores = torch.bmm(q3, k3.transpose(1, 2))
             probs = scores.softmax(dim=-1)
-            ctx = torch.matmul(F.dropout(probs, p_drop, self.training), v)
+            ctx = attend(probs, v3, p_drop, self.training).view(b, self.num_heads, t, self.head_dim)
+            scores, probs = scores.view(b, self.num_heads, t, t), probs.view(b, self.num_heads, t, t)
+            if not want_scores:
+                scores = probs = None
         else:
             # The fused kernel is what BertModel uses by default; keep latency comparisons fair.
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=self.scaling)
@@ -212,11 +225,16 @@ class TuckerBertFeedForward(nn.Module):
             self.intermediate = FanOutProjection(h, 4, fan_out_offset)
             self.output = FanInProjection(h, 4, fan_in_offset)
         self.act = ACT2FN[config.hidden_act]
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.exact_gelu = config.hidden_act == "gelu"
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
 
     def forward(self, x, w):
-        return self.LayerNorm(self.dropout(self.output(self.act(self.intermediate(x, w)), w)) + x)
+        if self.exact_gelu and isinstance(self.output, FanInProjection):
+            y = self.output(self.intermediate(x, w), w, gelu_first=True)
+        else:
+            y = self.output(self.act(self.intermediate(x, w)), w)
+        return self.LayerNorm(self.dropout(y) + x)
 
 
 class TuckerBertLayer(nn.Module):
@@ -318,6 +336,7 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
     def __init__(self, config: TuckerBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
+        self.embeddings.dropout = Dropout(config.hidden_dropout_prob)
         self.encoder = nn.Module()
         self.encoder.factors = TuckerFactors(config)
         self.encoder.layer = nn.ModuleList([TuckerBertLayer(config, i) for i in range(config.num_hidden_layers)])

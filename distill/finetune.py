@@ -44,6 +44,6 @@ def report(summary: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import sys
 
-    from compress.cli import main
+    from compress.cli import run_as_program
 
-    sys.exit(main(["finetune", *sys.argv[1:]]))
+    run_as_program(["finetune", *sys.argv[1:]])

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from compress.atomic import write_json
+from compress.allocator import in_use as allocator_in_use
 from compress.errors import InputError
 from compress.model_paths import read_config_dict, resolve_model_dir, shared_vocab
 from decompose.stage import TOKENIZER_FILES
@@ -54,6 +55,7 @@ class GeneralDistillConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     loss_layers: str = "all"
+    teacher_bf16: bool = False
     use_swap: bool = False
     save_steps: int = 500
     save_total_limit: int = 3
@@ -80,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_grad_norm", type=float, default=1.0)
     p.add_argument("--loss_layers", choices=["all", "last"], default="all",
                    help="all: every mapped layer and the embeddings; last: the original TD code's last-layer loss")
+    p.add_argument("--teacher_bf16", action="store_true",
+                   help="the teacher's forward pass in bfloat16 on CPU (fast with AVX512-BF16 or AMX; on GPUs both "
+                        "run in bf16 anyway): about 2.8x faster teacher, its targets within about 1%% (relative)")
     p.add_argument("--use_swap", action="store_true", help="initialise a config-only student by factorizing the teacher")
     p.add_argument("--save_steps", type=int, default=500)
     p.add_argument("--save_total_limit", type=int, default=3)
@@ -195,7 +200,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     if student.pooler is not None:
         # No layer-wise loss reaches the pooler: freeze it rather than have every rank hunt for unused parameters.
         student.pooler.requires_grad_(False)
-    teacher = ScoringTeacher(teacher_bert).to(dist.device)
+    teacher = ScoringTeacher(teacher_bert, bf16=cfg.teacher_bf16).to(dist.device)
     loss_fn = DistillationLoss(student.config.num_hidden_layers, teacher_bert.config.num_hidden_layers,
                                student.config.hidden_size, teacher_bert.config.hidden_size, cfg.loss_layers)
     module = DistillationStep(student, loss_fn).to(dist.device)
@@ -254,7 +259,8 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
             batch = {k: v.to(dist.device) for k, v in data.batch(epoch, epoch_ids[epoch][first:first + micro]).items()}
             t1 = time.perf_counter()
             with dist.autocast():
-                t_hidden, t_scores = teacher(**batch, score_layers=loss_fn.teacher_score_layers)
+                t_hidden, t_scores = teacher(**batch, score_layers=loss_fn.teacher_score_layers,
+                                             hidden_layers=loss_fn.teacher_hidden_layers)
             t2 = time.perf_counter()
             with dist.accumulating(model, last=m == cfg.gradient_accumulation_steps - 1):
                 with dist.autocast():
@@ -293,7 +299,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     checksums = dist.all_gather_object(parameter_checksum(module))
     summary = {"steps": total, "resumed_from_step": start_step, "world_size": dist.world_size,
                "parameter_checksums_by_rank": checksums, "ranks_in_sync": len(set(checksums)) == 1,
-               "backend": dist.backend, "first_loss": first_loss, "final_loss": metrics.get("loss"),
+               "backend": dist.backend, "allocator": allocator_in_use(), "first_loss": first_loss, "final_loss": metrics.get("loss"),
                "samples_per_second": (total - start_step) * cfg.train_batch_size / seconds if total > start_step else None,
                "seconds": seconds, "time_split_seconds": timing, "config": dataclasses.asdict(cfg)}
     if dist.is_main:
@@ -324,6 +330,6 @@ def report(summary: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import sys
 
-    from compress.cli import main
+    from compress.cli import run_as_program
 
-    sys.exit(main(["general-distill", *sys.argv[1:]]))
+    run_as_program(["general-distill", *sys.argv[1:]])

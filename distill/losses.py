@@ -61,6 +61,11 @@ class DistillationLoss(nn.Module):
         return [s - 1 for s, _ in self.pairs]
 
     @property
+    def teacher_hidden_layers(self) -> list[int]:
+        """Teacher hidden states the loss reads (0: the embedding output)."""
+        return ([0] if self.include_embeddings else []) + [t for _, t in self.pairs]
+
+    @property
     def teacher_score_layers(self) -> list[int]:
         return [t - 1 for _, t in self.pairs]
 

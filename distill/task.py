@@ -121,6 +121,6 @@ def report(summary: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import sys
 
-    from compress.cli import main
+    from compress.cli import run_as_program
 
-    sys.exit(main(["task-distill", *sys.argv[1:]]))
+    run_as_program(["task-distill", *sys.argv[1:]])

@@ -6,6 +6,7 @@ definition as TuckerBertModel's `attention_scores`. The hooks only read: the tea
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -15,9 +16,10 @@ from decompose.modeling_tucker_bert import additive_attention_mask
 
 
 class ScoringTeacher(nn.Module):
-    def __init__(self, bert: nn.Module):
+    def __init__(self, bert: nn.Module, bf16: bool = False):
         super().__init__()
         self.bert = bert.eval()
+        self.bf16 = bf16  # forward in bfloat16, outputs returned in float32
         cfg = bert.config
         self.heads, self.head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
         self._captured: list[dict[str, torch.Tensor]] = [{} for _ in bert.encoder.layer]
@@ -31,20 +33,33 @@ class ScoringTeacher(nn.Module):
         return hook
 
     @torch.no_grad()
-    def forward(self, input_ids, attention_mask, token_type_ids, score_layers: Sequence[int] | None = None):
-        """Hidden states (embeddings first) and the scores of `score_layers` (0-based; all by default,
-        None for the others)."""
+    def forward(self, input_ids, attention_mask, token_type_ids, score_layers: Sequence[int] | None = None,
+                hidden_layers: Sequence[int] | None = None):
+        """Hidden states (embeddings first) and the scores of `score_layers` (0-based); all by default, None for
+        the others. Only `hidden_layers` of the hidden states are kept (all by default; 0 is the embeddings)."""
+        # not bf16: leave whatever autocast the caller set (the shim's, on GPUs) in force
+        precision = torch.autocast(input_ids.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with precision:
+            hidden, scores = self._forward(input_ids, attention_mask, token_type_ids, score_layers)
+        if hidden_layers is not None:  # the others are not held while the student trains
+            hidden = tuple(h if i in hidden_layers else None for i, h in enumerate(hidden))
+        if self.bf16:
+            hidden = tuple(None if h is None else h.float() for h in hidden)
+            scores = tuple(None if s is None else s.float() for s in scores)
+        return hidden, scores
+
+    def _forward(self, input_ids, attention_mask, token_type_ids, score_layers):
         wanted = set(range(len(self._captured)) if score_layers is None else score_layers)
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         output_hidden_states=True)
         b, t = input_ids.shape
-        additive = additive_attention_mask(attention_mask, out.last_hidden_state.dtype)
+        additive = additive_attention_mask(attention_mask, torch.float32)
         scores = []
         for i, kept in enumerate(self._captured):
             if i in wanted:
                 q = kept["query"].view(b, t, self.heads, self.head_dim).transpose(1, 2)
                 k = kept["key"].view(b, t, self.heads, self.head_dim).transpose(1, 2)
-                scores.append(torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5 + additive)
+                scores.append(torch.matmul(q, k.transpose(-1, -2)).float() * self.head_dim**-0.5 + additive)
             else:
                 scores.append(None)
             kept.clear()

@@ -1,6 +1,6 @@
 """python -m pregenerate ... == xcompress pregenerate ..."""
 import sys
 
-from compress.cli import main
+from compress.cli import run_as_program
 
-sys.exit(main(["pregenerate", *sys.argv[1:]]))
+run_as_program(["pregenerate", *sys.argv[1:]])

@@ -72,6 +72,18 @@ def test_teacher_scores_match_eager_attention_and_leave_outputs_unchanged(teache
     assert only_last[:5] == (None,) * 5 and torch.equal(only_last[5], scores[5])
 
 
+def test_bf16_teacher_targets_stay_within_two_percent(teacher_dir, token_batch):
+    batch = token_batch | {"token_type_ids": torch.zeros_like(token_batch["input_ids"])}
+    exact = ScoringTeacher(BertModel.from_pretrained(str(teacher_dir)))
+    fast = ScoringTeacher(BertModel.from_pretrained(str(teacher_dir)), bf16=True)
+    (h32, s32), (h16, s16) = exact(**batch), fast(**batch)
+    valid = batch["attention_mask"].bool()
+    for a, b in zip(h32, h16):
+        assert b.dtype == torch.float32 and (b - a)[valid].norm() < 0.02 * a[valid].norm()
+    keys = valid[:, None, None, :].expand_as(s32[5])
+    assert (s16[5] - s32[5])[keys].norm() < 0.02 * s32[5][keys].norm()
+
+
 def test_losses_ignore_padding_and_map_layers():
     assert layer_map(6, 12) == [2, 4, 6, 8, 10, 12] and layer_map(6, 6) == [1, 2, 3, 4, 5, 6]
     g = torch.Generator().manual_seed(0)

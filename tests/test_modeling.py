@@ -8,7 +8,9 @@ from transformers import AutoModel, AutoModelForSequenceClassification, BertConf
 from decompose import (TuckerBertConfig, TuckerBertForMaskedLM, TuckerBertForSequenceClassification,
                        TuckerBertModel, decompose_fast)
 from decompose.convert import td_config_from_teacher, td_state_from_teacher
+from decompose.dropout import keep_mask
 from decompose.params import encoder_params
+from decompose.recompute import _DroppedProbsTimesValues, gelu_linear
 from decompose.stacking import stack_encoder_blocks
 
 
@@ -135,6 +137,39 @@ def test_gradients_reach_factors_and_biases(teacher, token_batch):
     f = td.encoder.factors
     for p in (f.U, f.V, f.G, f.P, td.encoder.layer[0].attention.qkv.bias, td.encoder.layer[5].ffn.output.bias):
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_cpu_dropout_and_recomputed_products_match_plain_autograd():
+    torch.manual_seed(0)
+    keep = keep_mask(torch.Size([512, 1024]), 0.1)
+    assert abs(keep.float().mean().item() - 0.9) < 0.002
+    x = torch.randn(4, 8, 32, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 32, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gelu_linear, (x, w))
+    torch.testing.assert_close(gelu_linear(x, w), torch.nn.functional.linear(torch.nn.functional.gelu(x), w))
+    probs = torch.randn(6, 9, 9, dtype=torch.float64).softmax(-1).requires_grad_()
+    v = torch.randn(6, 9, 4, dtype=torch.float64, requires_grad=True)
+    keep = keep_mask(probs.shape, 0.3)
+    fused = _DroppedProbsTimesValues.apply
+    assert torch.autograd.gradcheck(lambda a, b: fused(a, keep, b, 1 / 0.7), (probs, v))
+    torch.testing.assert_close(fused(probs, keep, v, 1 / 0.7), torch.bmm(torch.where(keep, probs, 0.0) / 0.7, v))
+
+
+def test_training_dropout_is_active_and_reproducible_for_a_seed(teacher, token_batch):
+    td = _td_from_teacher(teacher, 12, 32).train()
+
+    def step(seed):
+        torch.manual_seed(seed)
+        td.zero_grad()
+        out = td(**token_batch).last_hidden_state
+        out.pow(2).mean().backward()
+        return out.detach(), td.encoder.factors.G.grad.clone()
+
+    (a, grad_a), (b, grad_b), (c, _) = step(7), step(7), step(8)
+    assert torch.equal(a, b) and torch.equal(grad_a, grad_b)  # a resumed run redraws the same masks
+    assert not torch.allclose(a, c)
+    with torch.no_grad():
+        assert not torch.allclose(a, td.eval()(**token_batch).last_hidden_state)
 
 
 @pytest.mark.parametrize("bad", [dict(intermediate_size=1000), dict(rank_dim=400), dict(rank_layer=73), dict(ops="all")])
