@@ -66,15 +66,17 @@ if ! horovod_ok; then
     || echo "horovod: NOT installed; single-process and torchrun runs work, mpirun/horovodrun runs will not"
 fi
 
-# SLURM's client commands submit jobs (`xcompress submit`); the tests also start a one-node cluster of their own
-# (slurmctld, slurmd, munged). Debian's slurm-wlm and munge; nothing is started or configured here.
-if ! command -v sbatch >/dev/null 2>&1 || [[ ! -x /usr/sbin/slurmd || ! -x /usr/sbin/munged ]]; then
+# From Debian, as root: SLURM's client commands submit jobs (`xcompress submit`) and the tests start a one-node
+# cluster of their own (slurmctld, slurmd, munged); tcmalloc, which the training stages preload when present
+# (compress/allocator.py: faster steps, flat peak memory). Nothing is started or configured here.
+if ! command -v sbatch >/dev/null 2>&1 || [[ ! -x /usr/sbin/slurmd || ! -x /usr/sbin/munged ]] \
+    || ! ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) >/dev/null 2>&1 \
-      && echo "slurm: installed slurm-wlm and munge" \
-      || echo "slurm: apt-get could not install slurm-wlm and munge; \`xcompress submit\` and its tests need them"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge libtcmalloc-minimal4) \
+      >/dev/null 2>&1 && echo "apt: installed slurm-wlm, munge, libtcmalloc-minimal4" \
+      || echo "apt: could not install slurm-wlm, munge, libtcmalloc-minimal4; \`xcompress submit\` and its tests need the first two"
   else
-    echo "slurm: slurm-wlm and munge are missing (install them as root); \`xcompress submit\` and its tests need them"
+    echo "slurm-wlm, munge or libtcmalloc-minimal4 is missing (install them as root); \`xcompress submit\` and its tests need SLURM"
   fi
 fi
 
