@@ -1,5 +1,4 @@
 """python -m compress <stage> ... == xcompress <stage> ..."""
-import sys
 
 from compress.cli import run_as_program
 

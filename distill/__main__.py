@@ -1,5 +1,4 @@
 """python -m distill <stage> ... == xcompress <stage> ..."""
-import sys
 
 from compress.cli import run_as_program
 
