@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import shlex
 import shutil
@@ -124,17 +125,18 @@ def run(cfg: SubmitConfig) -> dict[str, Any]:
             print(f"# ---- {job.what}: {job.name} ----\n{render(job, log_dir, ['<job of ' + jobs[i].name + '>' for i in job.after])}")
         return {"jobs": [{"name": j.name, "what": j.what} for j in jobs], "dry_run": True}
     log_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     ids: list[str] = []
     for k, job in enumerate(jobs):
-        script = log_dir / f"{job.name}-{stamp}-{k}.sbatch"
-        script.write_text(render(job, log_dir, [ids[i] for i in job.after]))
+        pending = log_dir / f".{job.name}-{os.getpid()}-{k}.sbatch.tmp"
+        pending.write_text(render(job, log_dir, [ids[i] for i in job.after]))
         try:
-            job_id = _sbatch(script)
+            job_id = _sbatch(pending, job.name)
         except InputError:
-            script.unlink()
+            pending.unlink()
             _cancel(ids, [r["script"] for r in records])
             raise
+        script = log_dir / f"{job.name}-{job_id}.sbatch"  # beside its log, <name>-<job id>.out
+        pending.rename(script)
         ids.append(job_id)
         records.append({"job_id": job_id, "name": job.name, "what": job.what, "script": str(script),
                         "after": [ids[i] for i in job.after]})
@@ -309,12 +311,12 @@ def render(job: Job, log_dir: Path, after_ids: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _sbatch(script: Path) -> str:
+def _sbatch(script: Path, name: str) -> str:
     """Submit; SLURM's refusal is shown as it gave it."""
     res = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
     if res.returncode != 0:
         said = " ".join(line.strip() for line in res.stderr.splitlines() if line.strip()) or f"exit {res.returncode}"
-        raise InputError(f"sbatch refused {script.name}: {said}")
+        raise InputError(f"sbatch refused job {name}: {said}")
     return res.stdout.strip().split(";")[0]
 
 

@@ -4,8 +4,9 @@ On CPU, drawing dropout's Bernoulli mask one float at a time is most of dropout'
 student (whose matrix products are small), a large share of each step: for a batch of 32 x 128 the attention
 probabilities alone take 38M draws per step. Here one 64-bit draw of torch's generator gives four 16-bit
 uniforms, each compared with a threshold: the same distribution with p rounded to a multiple of 1/65536
-(0.1 -> 0.100006), about eight times faster, still seeded and checkpointed with torch's RNG state. Off CPU,
-and in eval mode, this is plain `F.dropout`.
+(0.1 -> 0.100006). Measured on 2 cores for 32 x 12 x 128 x 128 probabilities: the mask in 5.5 ms instead of
+47 ms, the whole dropout in 18 ms instead of 60. Still seeded and checkpointed with torch's RNG state. Off
+CPU, and in eval mode, this is plain `F.dropout`.
 """
 from __future__ import annotations
 

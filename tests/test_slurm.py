@@ -243,7 +243,7 @@ def test_slurm_refusals_are_shown_verbatim_and_nothing_is_left(slurm, work, shar
     first = captured.out.split("submitted job ")[1].split(":")[0]
     assert "cancelled the job(s) already submitted" in captured.err
     assert "CANCELLED" in slurm.run("scontrol", "show", "job", first).stdout
-    assert list(logs.glob("*.sbatch")) == []
+    assert list(logs.glob("*.sbatch")) == [] and list(logs.glob(".*.tmp")) == []
 
 
 def test_bad_input_before_anything_is_submitted(work, capsys, monkeypatch):

@@ -65,7 +65,7 @@ def test_two_rank_torchrun_task_distillation_beats_the_undistilled_student(teach
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = ["bash", "scripts/task_distill.sh", "--nproc_per_node", "2", "--", "--teacher_model", str(teacher), "--student_model", str(student), "--task_name", "SST-2",
            "--data_dir", str(glue), "--output_dir", str(out), "--stage", "both", "--max_train_examples", "2000",
-           "--intermediate_max_steps", "80", "--max_steps", "80", "--eval_step", "40", "--train_batch_size", "32", "--learning_rate", "1e-3",
+           "--intermediate_max_steps", "20", "--max_steps", "80", "--eval_step", "80", "--train_batch_size", "32", "--learning_rate", "1e-3",
            "--intermediate_learning_rate", "1e-3", *FAST]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
