@@ -59,7 +59,8 @@ def launcher_command(stage: StagePlan) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n, "-m", "compress"]
     if stage.launcher == "mpirun":
         root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-        return ["mpirun", *root, "--oversubscribe", "-np", n, *python]
+        # yield: Horovod's background thread must not busy-poll the cores the ranks compute on
+        return ["mpirun", *root, "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", n, *python]
     if stage.launcher == "horovodrun":
         return [str(Path(sys.executable).parent / "horovodrun"), "-np", n, "-H", f"localhost:{n}", *python]
     if stage.launcher == "slurm":
@@ -176,7 +177,7 @@ def _save_resolved(plan: PipelinePlan) -> None:
     doc = {"name": plan.name, "config": str(plan.path), "work_dir": str(plan.work_dir),
            "stages": [{"id": s.id, "stage": s.stage, "launcher": f"{s.launcher}:{s.ranks}" if s.launcher != "local" else "local",
                        "depends_on": s.depends_on, **s.values} for s in plan.stages]}
-    tmp = plan.work_dir / ".pipeline_resolved.yaml.tmp"
+    tmp = plan.work_dir / f".pipeline_resolved.yaml.{os.getpid()}.tmp"  # chained SLURM jobs may write it at once
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
     os.replace(tmp, plan.work_dir / "pipeline_resolved.yaml")
 

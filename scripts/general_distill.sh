@@ -58,7 +58,9 @@ np=${np:-$total}
 
 if [[ $launcher == mpirun ]]; then
   command -v mpirun >/dev/null || die "mpirun not found (install Open MPI: openmpi-bin; \`make setup\` does as root)"
-  args=(-np "$np" --bind-to none --map-by slot -x PATH -x LD_LIBRARY_PATH -x PYTHONPATH)
+  # Horovod's background thread waits inside MPI calls; without yielding, Open MPI busy-polls there and takes
+  # the core from the rank's own compute thread (2 ranks on 2 cores: 8.6 -> 12.7 samples/s with it)
+  args=(-np "$np" --bind-to none --map-by slot --mca mpi_yield_when_idle 1 -x PATH -x LD_LIBRARY_PATH -x PYTHONPATH)
   [[ $(id -u) == 0 ]] && args+=(--allow-run-as-root)
   (( np > total )) && args+=(--oversubscribe)
   if [[ -z ${SLURM_JOB_NODELIST:-} || -n $hostfile ]]; then
