@@ -122,7 +122,8 @@ def run(cfg: SubmitConfig) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     if cfg.dry_run:
         for job in jobs:
-            print(f"# ---- {job.what}: {job.name} ----\n{render(job, log_dir, ['<job of ' + jobs[i].name + '>' for i in job.after])}")
+            upstream = [f"<job of {jobs[i].name}>" for i in job.after]
+            print(f"# ---- {job.what}: {job.name} ----\n{render(job, log_dir, upstream)}")
         return {"jobs": [{"name": j.name, "what": j.what} for j in jobs], "dry_run": True}
     log_dir.mkdir(parents=True, exist_ok=True)
     ids: list[str] = []

@@ -38,14 +38,13 @@ class ScoringTeacher(nn.Module):
         """Hidden states (embeddings first) and the scores of `score_layers` (0-based); all by default, None for
         the others. Only `hidden_layers` of the hidden states are kept (all by default; 0 is the embeddings)."""
         # not bf16: leave whatever autocast the caller set (the shim's, on GPUs) in force
-        precision = torch.autocast(input_ids.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with precision:
+        bf16 = torch.autocast(input_ids.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with bf16:
             hidden, scores = self._forward(input_ids, attention_mask, token_type_ids, score_layers)
         if hidden_layers is not None:  # the others are not held while the student trains
             hidden = tuple(h if i in hidden_layers else None for i, h in enumerate(hidden))
-        if self.bf16:
+        if self.bf16:  # the scores are float32 already
             hidden = tuple(None if h is None else h.float() for h in hidden)
-            scores = tuple(None if s is None else s.float() for s in scores)
         return hidden, scores
 
     def _forward(self, input_ids, attention_mask, token_type_ids, score_layers):
