@@ -6,11 +6,11 @@ Data: epochs pre-generated from the shipped dump data/wiki/enwiki-sample-206page
 Students: the embedded teacher factorized at models/minilm-td-36-192 (1/7) and models/minilm-td-36-64 (1/48).
 
 1. Throughput at the reference settings of the original general_distill.py: student l=36 d=192, batch 32,
-   sequence 128, last-layer loss (`--loss_layers last`), one process (2 threads; under tcmalloc, as the
-   training stages run when it is installed, again with the system allocator, and with the teacher in
-   bfloat16 (`--teacher_bf16`, not the reference's settings)), then 2 ranks (1 thread
-   each) under torchrun, horovodrun --gloo and mpirun. Samples/s exclude the first two steps (warm-up);
-   peak RSS is polled for every process of the run.
+   sequence 128, last-layer loss (`--loss_layers last`), one process (2 threads; under tcmalloc with oneDNN
+   products, as the training stages run by default, then again with the system allocator, with torch's
+   default (MKL) products, and with the teacher in bfloat16 (`--teacher_bf16`, not the reference's
+   settings)), then 2 ranks (1 thread each) under torchrun, horovodrun --gloo and mpirun. Samples/s exclude
+   the first two steps (warm-up); peak RSS is polled for every process of the run.
 2. Loss curves: each student trained for about `--curve_minutes` of CPU time with the full layer-wise loss
    on one process (step count derived from its measured throughput).
 
@@ -93,6 +93,7 @@ def main() -> None:
     launchers = {
         "single (2 threads)": (py, {}, []),
         "single, system malloc": (py, {"XCOMPRESS_MALLOC": "system"}, []),
+        "single, MKL products": (py, {"XCOMPRESS_CPU_GEMM": "blas"}, []),
         "single, --teacher_bf16": (py, {}, ["--teacher_bf16"]),
         "torchrun 2 ranks": ([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
                               "-m", "distill.general"], {}, []),
@@ -104,7 +105,7 @@ def main() -> None:
         data, students = prepare(work)
         print("Throughput: student 36-192, batch 32, sequence 128, last-layer loss")
         print(f"{'launcher':<26} {'samples/s':>9} {'x ref':>6} {'teacher fwd':>11} {'student f/b':>11} "
-              f"{'opt+sync':>8} {'data':>6} {'malloc':>8} {'peak RSS GB (per process)':>28}")
+              f"{'opt+sync':>8} {'data':>6} {'malloc':>8} {'products':>8} {'peak RSS GB (per process)':>28}")
         rows = []
         for label, (launcher, extra_env, extra_flags) in launchers.items():
             out = work / f"tp-{len(rows)}"
@@ -123,12 +124,12 @@ def main() -> None:
                    "time_split_fraction": {k: v / total_split for k, v in split.items()},
                    "peak_rss_gb_per_process": [round(p / 1e9, 2) for p in peaks],
                    "peak_rss_gb_training_process": round(max(workers) / 1e9, 2), "ranks_in_sync": summary["ranks_in_sync"],
-                   "allocator": summary["allocator"]}
+                   "allocator": summary["allocator"], "linear_products": summary["linear_products"]}
             rows.append(row)
             f = row["time_split_fraction"]
             print(f"{label:<26} {sps:>9.2f} {row['speedup_vs_reference']:>6.2f} {f['teacher_forward']:>11.0%} "
                   f"{f['student_forward_backward']:>11.0%} {f['optimizer_and_sync']:>8.0%} {f['data']:>6.0%} "
-                  f"{row['allocator']:>8} "
+                  f"{row['allocator']:>8} {row['linear_products']:>8} "
                   f"{str(row['peak_rss_gb_per_process'][:4]):>28}", flush=True)
         result["throughput"] = rows
 

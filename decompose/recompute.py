@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function
 
 from .dropout import dropout, keep_mask
 
@@ -57,4 +58,7 @@ class _GeluLinear(torch.autograd.Function):
 
 
 def gelu_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.linear(gelu(x), weight). Overridable like a torch function: onednn.products() computes it by oneDNN."""
+    if has_torch_function((x, weight)):
+        return handle_torch_function(gelu_linear, (x, weight), x, weight)
     return _GeluLinear.apply(x, weight)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from compress.errors import InputError, PeerFailure
+from decompose import onednn
 
 # A dead peer must not hang the others: every collective gives up after this long.
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=45)
@@ -116,8 +117,16 @@ class Distributed:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model, optimizer
 
-    def autocast(self):
-        """bf16 autocast on GPUs that support it (no loss scaling needed); full precision on CPU."""
+    @property
+    def linear_products(self) -> str:
+        """What computes linear products inside compute() ("onednn" on CPU, else "default"); for summaries."""
+        return onednn.backend(self.device)
+
+    def compute(self):
+        """The context for forward passes: bf16 autocast on GPUs that support it (no loss scaling needed); on CPU
+        full precision, with the linear products computed by oneDNN (decompose/onednn.py)."""
+        if self.device.type == "cpu":
+            return onednn.products(self.device)
         enabled = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 

@@ -258,12 +258,12 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
             first = (in_epoch * cfg.gradient_accumulation_steps + m) * micro
             batch = {k: v.to(dist.device) for k, v in data.batch(epoch, epoch_ids[epoch][first:first + micro]).items()}
             t1 = time.perf_counter()
-            with dist.autocast():
+            with dist.compute():
                 t_hidden, t_scores = teacher(**batch, score_layers=loss_fn.teacher_score_layers,
                                              hidden_layers=loss_fn.teacher_hidden_layers)
             t2 = time.perf_counter()
             with dist.accumulating(model, last=m == cfg.gradient_accumulation_steps - 1):
-                with dist.autocast():
+                with dist.compute():
                     losses = model(batch, t_hidden, t_scores)
                 (losses["loss"] / cfg.gradient_accumulation_steps).backward()
             t3 = time.perf_counter()
@@ -299,7 +299,8 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     checksums = dist.all_gather_object(parameter_checksum(module))
     summary = {"steps": total, "resumed_from_step": start_step, "world_size": dist.world_size,
                "parameter_checksums_by_rank": checksums, "ranks_in_sync": len(set(checksums)) == 1,
-               "backend": dist.backend, "allocator": allocator_in_use(), "first_loss": first_loss, "final_loss": metrics.get("loss"),
+               "backend": dist.backend, "allocator": allocator_in_use(), "linear_products": dist.linear_products,
+               "first_loss": first_loss, "final_loss": metrics.get("loss"),
                "samples_per_second": (total - start_step) * cfg.train_batch_size / seconds if total > start_step else None,
                "seconds": seconds, "time_split_seconds": timing, "config": dataclasses.asdict(cfg)}
     if dist.is_main:

@@ -155,7 +155,8 @@ class TaskRun:
             results = {name: evaluate_features(final, self.task, feats, self.cfg.eval_batch_size, self.dist)
                        for name, feats in self.devs.items()}
         summary = {"stage": self.stage, "task": self.task.name, "world_size": self.dist.world_size,
-                   "backend": self.dist.backend, "train_examples": len(self.train), "phases": phases,
+                   "backend": self.dist.backend, "linear_products": self.dist.linear_products,
+                   "train_examples": len(self.train), "phases": phases,
                    "dev": results, "seconds": time.perf_counter() - self.started,
                    "output_dir": str(self.out), "config": dataclasses.asdict(self.cfg)}
         if self.dist.is_main:

@@ -132,10 +132,10 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
         for m in range(s.gradient_accumulation_steps):
             first = (in_epoch * s.gradient_accumulation_steps + m) * micro
             batch = {k: v.to(dist.device) for k, v in train.batch(order[first:first + micro]).items()}
-            with dist.autocast():
+            with dist.compute():
                 teacher_out = phase.teacher(batch) if phase.teacher is not None else None
             with dist.accumulating(wrapped, last=m == s.gradient_accumulation_steps - 1):
-                with dist.autocast():
+                with dist.compute():
                     losses = wrapped(batch, teacher_out)
                 (losses["loss"] / s.gradient_accumulation_steps).backward()
             loss_sum += float(losses["loss"].detach()) / s.gradient_accumulation_steps

@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import pytest
@@ -7,6 +8,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, BertConf
 
 from decompose import (TuckerBertConfig, TuckerBertForMaskedLM, TuckerBertForSequenceClassification,
                        TuckerBertModel, decompose_fast)
+from decompose import onednn
 from decompose.convert import td_config_from_teacher, td_state_from_teacher
 from decompose.dropout import keep_mask
 from decompose.params import encoder_params
@@ -153,6 +155,65 @@ def test_cpu_dropout_and_recomputed_products_match_plain_autograd():
     fused = _DroppedProbsTimesValues.apply
     assert torch.autograd.gradcheck(lambda a, b: fused(a, keep, b, 1 / 0.7), (probs, v))
     torch.testing.assert_close(fused(probs, keep, v, 1 / 0.7), torch.bmm(torch.where(keep, probs, 0.0) / 0.7, v))
+
+
+@pytest.mark.parametrize("shape,out_features,transposed,bias,gelu", [
+    ((4, 10, 48), 16, False, True, False),   # weight gradient with the narrower side first
+    ((40, 16), 48, True, False, False),      # the other way round, weight a transposed view
+    ((4, 10, 48), 96, False, False, True),   # gelu_linear, GELU recomputed in backward
+])
+def test_onednn_products_match_float64_forward_and_backward(shape, out_features, transposed, bias, gelu):
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(*((shape[-1], out_features) if transposed else (out_features, shape[-1])), dtype=torch.float64,
+                    requires_grad=True)
+    b = torch.randn(out_features, dtype=torch.float64, requires_grad=True) if bias else None
+
+    def apply(x, w, b):
+        weight = w.T if transposed else w
+        return gelu_linear(x, weight) if gelu else F.linear(x, weight, b)
+
+    leaves = [t for t in (x, w, b) if t is not None]
+    ref = apply(x, w, b)
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), leaves)
+    leaves32 = [t.detach().float().requires_grad_() for t in leaves]
+    x32, w32, b32 = leaves32[0], leaves32[1], leaves32[2] if bias else None
+    assert onednn.backend(torch.device("cpu")) == "onednn"
+    with onednn.products(torch.device("cpu")):
+        out = apply(x32, w32, b32)
+    assert type(out.grad_fn).__name__ == "_LinearBackward"  # computed by oneDNN, not by the default path
+    grads = torch.autograd.grad(out.pow(2).sum(), leaves32)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
+
+
+def test_onednn_training_step_matches_default_products(teacher, token_batch, monkeypatch):
+    """A TD training step (dropout on, same seed) and the dense teacher give the same results inside
+    products() as with torch's default products; XCOMPRESS_CPU_GEMM=blas turns it off."""
+    td = _td_from_teacher(teacher, 12, 32).train()
+    cpu = torch.device("cpu")
+
+    def step(context):
+        td.zero_grad()
+        torch.manual_seed(1)
+        with context:
+            out = td(**token_batch, output_attention_scores=True)
+            loss = out.last_hidden_state.pow(2).mean() + out.attention_scores[-1].clamp(min=-1e4).pow(2).mean()
+            with torch.no_grad():
+                hidden = teacher(**token_batch).last_hidden_state
+        loss.backward()
+        return loss.detach(), hidden, [p.grad.clone() for p in td.encoder.factors.parameters()]
+
+    loss, hidden, grads = step(onednn.products(cpu))
+    ref_loss, ref_hidden, ref_grads = step(contextlib.nullcontext())
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
+    torch.testing.assert_close(hidden, ref_hidden, rtol=0, atol=1e-4)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-4 * r.abs().max().item())
+    monkeypatch.setenv("XCOMPRESS_CPU_GEMM", "blas")
+    assert onednn.backend(cpu) == "default" and isinstance(onednn.products(cpu), contextlib.nullcontext)
 
 
 def test_training_dropout_is_active_and_reproducible_for_a_seed(teacher, token_batch):
