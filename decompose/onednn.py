@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .recompute import gelu_linear
+
+
+class _Active(threading.local):
+    depth = 0  # OneDNNProducts contexts entered in this thread
+
+
+_active = _Active()
 
 
 def enabled() -> bool:
@@ -39,6 +47,12 @@ def backend(device: torch.device) -> str:
 def products(device: torch.device) -> contextlib.AbstractContextManager:
     """The context for forward passes on `device`: oneDNN products on CPU when enabled, else nothing."""
     return OneDNNProducts() if backend(device) == "onednn" else contextlib.nullcontext()
+
+
+def recompute_contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """For torch.utils.checkpoint's `context_fn`: the forward as it is, and its recomputation in backward (which
+    runs outside the caller's context) computing products the way the forward does now."""
+    return contextlib.nullcontext(), OneDNNProducts() if _active.depth else contextlib.nullcontext()
 
 
 def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,6 +106,14 @@ def _applies(*tensors: torch.Tensor | None) -> bool:
 
 class OneDNNProducts(TorchFunctionMode):
     """Routes F.linear and gelu_linear on float32 CPU tensors to oneDNN; every other call passes through."""
+
+    def __enter__(self):
+        _active.depth += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _active.depth -= 1
+        return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -8,6 +8,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, BertConf
 
 from decompose import (TuckerBertConfig, TuckerBertForMaskedLM, TuckerBertForSequenceClassification,
                        TuckerBertModel, decompose_fast)
+from decompose import modeling_tucker_bert as modeling
 from decompose import onednn
 from decompose.convert import td_config_from_teacher, td_state_from_teacher
 from decompose.dropout import keep_mask
@@ -214,6 +215,31 @@ def test_onednn_training_step_matches_default_products(teacher, token_batch, mon
         torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-4 * r.abs().max().item())
     monkeypatch.setenv("XCOMPRESS_CPU_GEMM", "blas")
     assert onednn.backend(cpu) == "default" and isinstance(onednn.products(cpu), contextlib.nullcontext)
+
+
+def test_ffn_preactivation_is_recomputed_not_kept(teacher, token_batch, monkeypatch):
+    """With gradients on, each layer's 4h-wide FFN pre-activation is rebuilt in backward (checkpointed): fewer
+    bytes saved for backward, the same gradients as keeping it."""
+    td = _td_from_teacher(teacher, 12, 32).train()
+
+    def run():
+        saved = []
+        td.zero_grad()
+        torch.manual_seed(0)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            loss = td(**token_batch).last_hidden_state.pow(2).mean()
+        loss.backward()
+        return sum(saved), [p.grad.clone() for p in td.parameters() if p.grad is not None]
+
+    kept, grads = run()
+    monkeypatch.setattr(modeling, "checkpoint", lambda fn, *args, **kwargs: fn(*args))
+    kept_plain, grads_plain = run()
+    tokens = token_batch["input_ids"].numel()
+    layers, width = td.config.num_hidden_layers, td.config.intermediate_size
+    assert kept_plain - kept >= layers * tokens * width * 4
+    for g, r in zip(grads, grads_plain):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-7)
 
 
 def test_training_dropout_is_active_and_reproducible_for_a_seed(teacher, token_batch):
