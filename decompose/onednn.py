@@ -7,11 +7,11 @@ set. On this project's AMD EPYC (Zen 5, 2 cores) the products of BERT training a
 float32 products (max relative difference from float64 about 1e-6 for either). On Intel CPUs both libraries
 run AVX-512 kernels and perform about alike.
 
-`products(device)` is the context the training loops run their forward passes in: inside it, `F.linear` and
-`recompute.gelu_linear` on float32 CPU tensors are computed by oneDNN, their backward products too, without
-changes to the models (a torch function mode). Outside it (evaluation, latency benchmarks) torch's default
-stays, so that speed comparisons with stock models are like for like. XCOMPRESS_CPU_GEMM=blas keeps torch's
-default inside it too.
+`products(device)` is the context the training loops run their forward passes in (the shim's `compute()`):
+inside it, `F.linear` and `recompute.gelu_linear` on float32 CPU tensors are computed by oneDNN, their backward
+products too, without changes to the models (a torch function mode). Outside it (evaluation, latency
+benchmarks) torch's default stays, so that speed comparisons with stock models are like for like.
+XCOMPRESS_CPU_GEMM=blas keeps torch's default inside it too.
 """
 from __future__ import annotations
 
