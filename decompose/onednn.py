@@ -56,7 +56,9 @@ def recompute_contexts() -> tuple[contextlib.AbstractContextManager, contextlib.
 
 
 def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x · weightᵀ + bias, any leading dimensions on x, strided operands allowed."""
+    """x · weightᵀ + bias, any leading dimensions on x; x and weight may be strided views, the bias may not
+    (the op reads it as contiguous whatever its strides: a strided bias gave wrong sums)."""
+    bias = None if bias is None else bias.contiguous()
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 

@@ -188,6 +188,12 @@ def test_onednn_products_match_float64_forward_and_backward(shape, out_features,
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
+    if bias:  # views as operands: every-other element of a bias, a row slice of a weight, a transposed input
+        strided_bias, rows = torch.randn(2 * out_features)[::2], torch.randn(out_features + 3, shape[-1])[2:-1]
+        xt = torch.randn(*reversed(shape)).transpose(0, -1)
+        with onednn.products(torch.device("cpu")):
+            out = F.linear(xt, rows, strided_bias)
+        torch.testing.assert_close(out, F.linear(xt.contiguous(), rows.contiguous(), strided_bias.contiguous()))
 
 
 def test_onednn_training_step_matches_default_products(teacher, token_batch, monkeypatch):
