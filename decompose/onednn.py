@@ -100,10 +100,11 @@ class _Linear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-def _applies(*tensors: torch.Tensor | None) -> bool:
-    return (not torch.is_autocast_enabled("cpu")
+def _applies(x: torch.Tensor, *others: torch.Tensor | None) -> bool:
+    """float32 CPU operands, an input with rows (the op takes no 1-d or empty input), no autocast in force."""
+    return (not torch.is_autocast_enabled("cpu") and x.dim() >= 2 and x.numel() > 0
             and all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided)
-                    for t in tensors))
+                    for t in (x, *others)))
 
 
 class OneDNNProducts(TorchFunctionMode):
