@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .recompute import gelu_linear
+from .recompute import ActivatedLinear, gelu_linear
 
 
 class _Active(threading.local):
@@ -55,49 +55,32 @@ def recompute_contexts() -> tuple[contextlib.AbstractContextManager, contextlib.
     return contextlib.nullcontext(), OneDNNProducts() if _active.depth else contextlib.nullcontext()
 
 
-def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x · weightᵀ + bias, any leading dimensions on x; x and weight may be strided views, the bias may not
-    (the op reads it as contiguous whatever its strides: a strided bias gave wrong sums)."""
-    bias = None if bias is None else bias.contiguous()
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-def _weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """gradᵀ · x for 2-d grad (M, N) and x (M, K): the (N, K) gradient of a weight, summed over M.
-
-    oneDNN reduces over the long M faster with the wider of N and K as its 'weight' operand (measured: 1.1-1.6x
-    either way round depending on the shape), so the narrower side goes first and the result is transposed back.
-    """
-    if grad.shape[1] <= x.shape[1]:
-        return _product(grad.T, x.T)
-    return _product(x.T, grad.T).T
-
-
-class _Linear(torch.autograd.Function):
-    """F.linear(act(x), weight, bias) with oneDNN products forward and backward; with `gelu_input` the input
-    goes through exact GELU first, and that 4h-wide activation is recomputed in backward instead of kept."""
+class _OneDNNProducts:
+    """The products of a linear map and its backward, computed by oneDNN (for recompute.ActivatedLinear)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, gelu_input: bool):
-        ctx.save_for_backward(x, weight)
-        ctx.gelu_input, ctx.has_bias = gelu_input, bias is not None
-        return _product(F.gelu(x) if gelu_input else x, weight, bias)
+    def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x · weightᵀ + bias, any leading dimensions on x; x and weight may be strided views, the bias may not
+        (the op reads it as contiguous whatever its strides: a strided bias gave wrong sums)."""
+        bias = None if bias is None else bias.contiguous()
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
     @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _product(grad, weight.T)
-            if ctx.gelu_input:
-                grad_x = torch.ops.aten.gelu_backward(grad_x, x)
-        grad2d = grad.reshape(-1, grad.shape[-1])
-        if ctx.needs_input_grad[1]:
-            act = F.gelu(x) if ctx.gelu_input else x
-            grad_w = _weight_grad(grad2d, act.reshape(-1, act.shape[-1]))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad2d.sum(0)
-        return grad_x, grad_w, grad_b, None
+    def weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """gradᵀ · x for 2-d grad (M, N) and x (M, K): the (N, K) gradient of a weight, summed over M.
+
+        oneDNN reduces over the long M faster with the wider of N and K as its 'weight' operand (measured:
+        1.1-1.6x either way round depending on the shape), so the narrower side goes first and the result is
+        transposed back.
+        """
+        product = _OneDNNProducts.product
+        if grad.shape[1] <= x.shape[1]:
+            return product(grad.T, x.T)
+        return product(x.T, grad.T).T
+
+
+class _Linear(ActivatedLinear):
+    """F.linear(act(x), weight, bias) by oneDNN's products, forward and backward."""
 
 
 def _applies(x: torch.Tensor, *others: torch.Tensor | None) -> bool:
@@ -123,11 +106,11 @@ class OneDNNProducts(TorchFunctionMode):
         if func is F.linear:
             x, weight, bias = _linear_args(*args, **kwargs)
             if _applies(x, weight, bias):
-                return _Linear.apply(x, weight, bias, False)
+                return _Linear.apply(x, weight, bias, False, _OneDNNProducts)
         elif func is gelu_linear:
             x, weight = args
             if _applies(x, weight):
-                return _Linear.apply(x, weight, None, True)
+                return _Linear.apply(x, weight, None, True, _OneDNNProducts)
         return func(*args, **kwargs)
 
 

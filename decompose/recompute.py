@@ -39,26 +39,53 @@ def attend(probs: torch.Tensor, v: torch.Tensor, p: float, training: bool) -> to
     return torch.bmm(dropout(probs, p, training), v)
 
 
-class _GeluLinear(torch.autograd.Function):
-    """F.linear(gelu(x), weight), keeping x and not gelu(x)."""
+class TorchProducts:
+    """The products of a linear map and its backward, as torch computes them by default."""
 
     @staticmethod
-    def forward(ctx, x, weight):
+    def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """gradᵀ · x for 2-d grad (M, N) and x (M, K)."""
+        return grad.T.mm(x)
+
+
+class ActivatedLinear(torch.autograd.Function):
+    """F.linear(act(x), weight, bias) with its products computed by `ops` (TorchProducts, or onednn's). With
+    `gelu_input` x goes through exact GELU first, and that activation is recomputed in backward, not kept.
+    Applied through subclasses, whose names tell the graph nodes apart."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, gelu_input: bool, ops):
         ctx.save_for_backward(x, weight)
-        return F.linear(F.gelu(x), weight)
+        ctx.gelu_input, ctx.has_bias, ctx.ops = gelu_input, bias is not None, ops
+        return ops.product(F.gelu(x) if gelu_input else x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad_x = torch.ops.aten.gelu_backward(grad.matmul(weight), x) if ctx.needs_input_grad[0] else None
-        grad_w = None
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = ctx.ops.product(grad, weight.T)
+            if ctx.gelu_input:
+                grad_x = torch.ops.aten.gelu_backward(grad_x, x)
+        grad2d = grad.reshape(-1, grad.shape[-1])
         if ctx.needs_input_grad[1]:
-            grad_w = grad.reshape(-1, grad.shape[-1]).T.mm(F.gelu(x).reshape(-1, x.shape[-1]))
-        return grad_x, grad_w
+            act = F.gelu(x) if ctx.gelu_input else x
+            grad_w = ctx.ops.weight_grad(grad2d, act.reshape(-1, act.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad2d.sum(0)
+        return grad_x, grad_w, grad_b, None, None
+
+
+class _GeluLinear(ActivatedLinear):
+    """F.linear(gelu(x), weight) by torch's products, keeping x and not gelu(x)."""
 
 
 def gelu_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """F.linear(gelu(x), weight). Overridable like a torch function: onednn.products() computes it by oneDNN."""
     if has_torch_function((x, weight)):
         return handle_torch_function(gelu_linear, (x, weight), x, weight)
-    return _GeluLinear.apply(x, weight)
+    return _GeluLinear.apply(x, weight, None, True, TorchProducts)
