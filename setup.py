@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Shared-core Tucker compression, distillation, pruning and quantization of BERT encoders",
     python_requires=">=3.10",
-    packages=["pregenerate", "decompose", "distill", "compress"],
+    packages=["stagekit", "modeling", "pregenerate", "decompose", "distill", "compress"],
     install_requires=[
         "torch==2.13.0",
         "transformers>=5.0,<6",
@@ -20,5 +20,5 @@ setup(
         "psutil",
         "matplotlib",
     ],
-    entry_points={"console_scripts": ["xcompress=compress.cli:run_as_program"]},
+    entry_points={"console_scripts": ["xcompress=stagekit.cli:run_as_program"]},
 )

@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from compress.measure import dummy_batch, size_on_disk  # noqa: E402
-from decompose import TuckerBertModel  # noqa: E402
-from decompose.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks  # noqa: E402
+from modeling import TuckerBertModel  # noqa: E402
+from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks  # noqa: E402
 from decompose.stage import DecomposeConfig, load_dense_teacher, run as run_decompose  # noqa: E402
 from decompose.tucker import decompose_fast, decompose_hooi, relative_errors  # noqa: E402
-from compress.model_paths import embedded_teacher_dir  # noqa: E402
+from stagekit.model_paths import embedded_teacher_dir  # noqa: E402
 
 MINILM_CONFIGS = [(36, 192), (20, 112), (36, 64)]
 BERT_BASE_CONFIGS = [(72, 384), (36, 256)]
@@ -146,7 +146,7 @@ def bert_base_dirs(root: Path) -> tuple[Path, dict[str, Path]]:
     """A random BERT-base-geometry teacher and TD students of the shipped BERT-base configs."""
     from transformers import BertConfig, BertModel
 
-    from decompose import TuckerBertConfig
+    from modeling import TuckerBertConfig
 
     geo = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
     torch.manual_seed(0)

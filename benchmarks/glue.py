@@ -122,8 +122,8 @@ def main() -> None:
         results[task] = row
 
     sys.path.insert(0, str(REPO))
-    from decompose import TuckerBertConfig, TuckerBertModel
-    from decompose.params import encoder_params
+    from modeling import TuckerBertConfig, TuckerBertModel
+    from modeling.params import encoder_params
 
     params = {"teacher": 10_637_568}
     for name, config in STUDENTS.items():

@@ -9,12 +9,13 @@ skips the stages that are complete.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from stagekit.options import option
 
 from . import pipeline
 
@@ -25,11 +26,7 @@ TASK_FILES = ("train.tsv", "dev.tsv")
 
 @dataclasses.dataclass
 class DemoConfig:
-    dry_run: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dry_run", action="store_true", help="check the demo pipeline and print its commands")
+    dry_run: bool = option(False, help="check the demo pipeline and print its commands")
 
 
 CONFIG = DemoConfig

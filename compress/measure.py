@@ -4,7 +4,6 @@ Used by `xcompress demo`, the reports and benchmarks/; never asserted in tests.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import time
@@ -15,23 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from stagekit.options import at_least, option
+
 
 @dataclasses.dataclass(kw_only=True)
 class MeasurementSettings:
-    """The fields of every stage that scores and times models (their flags: add_measurement_arguments)."""
+    """The options of every stage that scores and times models: sequence lengths, batch size, repeats."""
 
-    max_seq_length: int = 128
-    eval_batch_size: int = 64
-    latency_seq_length: int = 128
-    latency_repeats: int = 5
-
-
-def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of every stage that scores and times models: sequence lengths, batch size, repeats."""
-    p.add_argument("--max_seq_length", type=int, default=128, help="of the dev examples scored")
-    p.add_argument("--eval_batch_size", type=int, default=64)
-    p.add_argument("--latency_seq_length", type=int, default=128, help="of the timed forward passes")
-    p.add_argument("--latency_repeats", type=int, default=5, help="timed runs per batch size (the median is kept)")
+    max_seq_length: int = option(128, help="of the dev examples scored", check=at_least(1))
+    eval_batch_size: int = option(64, check=at_least(1))
+    latency_seq_length: int = option(128, help="of the timed forward passes", check=at_least(1))
+    latency_repeats: int = option(5, help="timed runs per batch size (the median is kept)", check=at_least(1))
 
 
 def dummy_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -15,16 +15,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from modeling import fold_for_inference
+from modeling.formats import TUCKER, kind_of
+
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 
 
 def export_onnx(model: nn.Module, path: Path) -> Path:
     """Write `model` (fp32, not quantized) as ONNX with dynamic batch and sequence axes."""
-    from decompose import fold_for_inference
-
     model = copy.deepcopy(model).eval()
-    if model.config.model_type == "tucker_bert":
+    if kind_of(model) == TUCKER:
         fold_for_inference(model)
     example = {k: torch.ones(2, 16, dtype=torch.long) for k in INPUTS}
     example["token_type_ids"].zero_()

@@ -12,7 +12,6 @@ changed or interrupted stage that this pipeline started before is rerun over its
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -27,8 +26,10 @@ from typing import Any
 
 import yaml
 
-from .atomic import write_json
-from .errors import InputError, StageFailure
+from stagekit.atomic import write_json
+from stagekit.errors import InputError, StageFailure
+from stagekit.options import option
+
 from .pipeline_config import PipelinePlan, StagePlan, load_plan
 
 OVERWRITE_FLAGS = ("overwrite_output_dir", "overwrite")
@@ -36,16 +37,13 @@ OVERWRITE_FLAGS = ("overwrite_output_dir", "overwrite")
 
 @dataclasses.dataclass
 class PipelineConfig:
-    config: str
-    dry_run: bool = False
-    stage: str | None = None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="the pipeline's YAML file (see configs/)")
-    p.add_argument("--dry_run", action="store_true", help="check the file and print each stage's command")
-    p.add_argument("--stage", metavar="ID", help="run only this stage; the stages it depends on must be complete "
-                   "(how `xcompress submit pipeline` runs one stage per SLURM job)")
+    config: str = option(help="the pipeline's YAML file (see configs/)", positional=True)
+    dry_run: bool = option(False, help="check the file and print each stage's command")
+    stage: str | None = option(
+        None,
+        help="run only this stage; the stages it depends on must be complete "
+                   "(how `xcompress submit pipeline` runs one stage per SLURM job)",
+        metavar="ID")
 
 
 CONFIG = PipelineConfig

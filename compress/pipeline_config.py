@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .cli import STAGES, build_parser
-from .errors import InputError
+from stagekit.cli import build_parser, stage_module
+from stagekit.errors import InputError
+from stagekit.options import config_from_namespace
+from stagekit.stages import STAGES
 
 ALIASES = {"finetune-teacher": "finetune"}
-NOT_IN_PIPELINE = {"demo", "pipeline"}
-MULTI_RANK = {"general-distill", "finetune", "task-distill"}  # stages that run under a distributed launcher
 LAUNCHERS = ("local", "torchrun", "mpirun", "horovodrun", "slurm")
 STAGE_KEYS = {"stage", "id", "launcher", "args"}
 TOP_KEYS = {"work_dir", "vars", "stages", "name"}
@@ -110,14 +109,14 @@ class _RaisingParser:
 def check_stage_args(name: str, argv: list[str], where: str) -> Any:
     """A stage's config from its flags (`argv` starts with the stage name), checked as far as can be without
     models or data: its own parser (types, choices, required flags), then its `validate` hook."""
-    module = importlib.import_module(STAGES[name][0])
+    module = stage_module(name)
     parsed = _RaisingParser(name).check(argv, where)
-    cfg = module.CONFIG(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(module.CONFIG)})
-    if hasattr(module, "validate"):
-        try:
+    try:
+        cfg = config_from_namespace(module.CONFIG, parsed)
+        if hasattr(module, "validate"):
             module.validate(cfg)
-        except InputError as e:
-            raise InputError(f"{where}: {e}") from e
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from e
     return cfg
 
 
@@ -154,15 +153,15 @@ def _plan_stage(path: Path, entry: Any, work_dir: Path, known: dict[str, dict[st
     if not isinstance(entry, dict) or "stage" not in entry:
         raise InputError(f"{path}:{line}: each stage is a mapping with a `stage:` key")
     name = ALIASES.get(str(entry["stage"]), str(entry["stage"]))
-    if name not in STAGES or name in NOT_IN_PIPELINE:
-        stages = sorted(set(STAGES) - NOT_IN_PIPELINE | set(ALIASES))
+    if name not in STAGES or not STAGES[name].in_pipeline:
+        stages = sorted({s for s, facts in STAGES.items() if facts.in_pipeline} | set(ALIASES))
         raise InputError(f"{path}:{entry.key_lines['stage']}: unknown stage {entry['stage']!r} "
                          f"(expected one of {', '.join(stages)})")
     stage_id = str(entry.get("id", entry["stage"]))
     if stage_id in known:
         raise InputError(f"{path}:{line}: stage id {stage_id!r} is used twice (give each an `id:`)")
     launcher, ranks = _launcher(path, entry, name)
-    fields = {f.name for f in dataclasses.fields(importlib.import_module(STAGES[name][0]).CONFIG)}
+    fields = {f.name for f in dataclasses.fields(stage_module(name).CONFIG)}
     values: dict[str, Any] = {}
     depends: list[str] = []
     for key in entry:
@@ -203,9 +202,9 @@ def _launcher(path: Path, entry: dict, stage: str) -> tuple[str, int]:
         raise InputError(f"{where}: launcher {text!r}: the process count must be an integer") from None
     if ranks < 1 or (kind == "local" and n):
         raise InputError(f"{where}: launcher {text!r}: local runs one process; others need N >= 1")
-    if kind != "local" and ranks > 1 and stage not in MULTI_RANK:
-        raise InputError(f"{where}: stage {stage} runs on one process; launcher {text!r} is for "
-                         f"{', '.join(sorted(MULTI_RANK))}")
+    if kind != "local" and ranks > 1 and not STAGES[stage].multi_rank:
+        multi = sorted(s for s, facts in STAGES.items() if facts.multi_rank)
+        raise InputError(f"{where}: stage {stage} runs on one process; launcher {text!r} is for {', '.join(multi)}")
     return kind, ranks
 
 

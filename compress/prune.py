@@ -17,7 +17,6 @@ Settings sharing a head count reuse one head-pruned, recovered model and prune o
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import shutil
@@ -27,14 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from decompose.stage import TOKENIZER_FILES
 from distill.checkpoint import publish_model, save_model_dir
 from distill.classifier import evaluate_features, load_classifier
 from distill.glue import dev_files, get_task, task_dir, train_file
 from distill.task_data import load_features, load_tokenizer
+from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
+from stagekit.atomic import check_output_dir, write_json
+from stagekit.errors import InputError
+from stagekit.model_paths import TOKENIZER_FILES
+from stagekit.options import option
 
-from .atomic import check_output_dir, write_json
-from .errors import InputError
 from .measure import parameter_counts, size_on_disk
 from .prune_unstructured import GROUPS, compressed_size, sparsity
 from .pruning import KINDS, PruningConfig, prune_
@@ -44,73 +45,44 @@ WEIGHTS = "model.safetensors"
 
 @dataclasses.dataclass(kw_only=True)
 class PruneConfig:
-    model: str
-    task_name: str
-    data_dir: str
-    output_dir: str
-    pruning_type: str = "structured"
-    importance: str = "taylor"
-    importance_examples: int = 512
-    target_num_of_heads: str | None = None
-    target_ffn_size: str | None = None
-    layer_num_heads: str | None = None
-    layer_ffn_sizes: str | None = None
-    even: bool = False
-    target_rank_dim: str | None = None
-    target_rank_layer: str | None = None
-    amount: str | None = None
-    amount_attention: float | None = None
-    amount_ffn: float | None = None
-    amount_factors: float | None = None
-    amount_embeddings: float | None = None
-    amount_classifier: float | None = None
-    iterations: int = 1
-    teacher_model: str | None = None
-    num_train_epochs: float = 1.0
-    learning_rate: float = 2e-5
-    max_steps: int | None = None
-    train_batch_size: int = 32
-    eval_batch_size: int = 128
-    max_seq_length: int = 128
-    max_train_examples: int | None = None
-    eval_step: int = 200
-    seed: int = 42
-    overwrite_output_dir: bool = False
-    quiet: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a task model (fine-tuned, distilled, or pruned before)")
-    p.add_argument("--task_name", required=True)
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--pruning_type", choices=KINDS, default="structured")
-    p.add_argument("--importance", choices=["taylor", "l1"], default="taylor",
-                   help="taylor: |sum w*grad| on task data; l1: weight magnitude")
-    p.add_argument("--importance_examples", type=int, default=512, help="training examples the taylor scores use")
-    p.add_argument("--target_num_of_heads", help="average heads kept per layer; a comma list sweeps")
-    p.add_argument("--target_ffn_size", help="average FFN neurons kept per layer; a comma list sweeps")
-    p.add_argument("--layer_num_heads", help="heads kept in each layer, e.g. 12,10,8,8,6,4")
-    p.add_argument("--layer_ffn_sizes", help="FFN neurons kept in each layer")
-    p.add_argument("--even", action="store_true", help="the same count in every layer (default: allocate by importance)")
-    p.add_argument("--target_rank_dim", help="TD rank d kept; a comma list sweeps")
-    p.add_argument("--target_rank_layer", help="TD cores l kept; a comma list sweeps")
-    p.add_argument("--amount", help="unstructured: fraction of weights zeroed in every group; a comma list sweeps")
-    for group in GROUPS:
-        p.add_argument(f"--amount_{group}", type=float, help=f"unstructured: fraction zeroed in the {group} weights")
-    p.add_argument("--iterations", type=int, default=1, help="unstructured: prune-then-recover steps to the target")
-    p.add_argument("--teacher_model", help="recover by distilling this fine-tuned teacher's predictions")
-    p.add_argument("--num_train_epochs", type=float, default=1.0, help="recovery epochs (0: no recovery)")
-    p.add_argument("--learning_rate", type=float, default=2e-5)
-    p.add_argument("--max_steps", type=int, help="recovery steps (overrides the epochs)")
-    p.add_argument("--train_batch_size", type=int, default=32)
-    p.add_argument("--eval_batch_size", type=int, default=128)
-    p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--max_train_examples", type=int, help="recover on a seeded subset of this many examples")
-    p.add_argument("--eval_step", type=int, default=200)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    model: str = option(help="a task model (fine-tuned, distilled, or pruned before)")
+    task_name: str = option()
+    data_dir: str = option()
+    output_dir: str = option()
+    pruning_type: str = option("structured", choices=KINDS)
+    importance: str = option(
+        "taylor",
+        help="taylor: |sum w*grad| on task data; l1: weight magnitude",
+        choices=["taylor", "l1"])
+    importance_examples: int = option(512, help="training examples the taylor scores use")
+    target_num_of_heads: str | None = option(None, help="average heads kept per layer; a comma list sweeps")
+    target_ffn_size: str | None = option(None, help="average FFN neurons kept per layer; a comma list sweeps")
+    layer_num_heads: str | None = option(None, help="heads kept in each layer, e.g. 12,10,8,8,6,4")
+    layer_ffn_sizes: str | None = option(None, help="FFN neurons kept in each layer")
+    even: bool = option(False, help="the same count in every layer (default: allocate by importance)")
+    target_rank_dim: str | None = option(None, help="TD rank d kept; a comma list sweeps")
+    target_rank_layer: str | None = option(None, help="TD cores l kept; a comma list sweeps")
+    amount: str | None = option(
+        None,
+        help="unstructured: fraction of weights zeroed in every group; a comma list sweeps")
+    amount_attention: float | None = option(None, help="unstructured: fraction zeroed in the attention weights")
+    amount_ffn: float | None = option(None, help="unstructured: fraction zeroed in the ffn weights")
+    amount_factors: float | None = option(None, help="unstructured: fraction zeroed in the factors weights")
+    amount_embeddings: float | None = option(None, help="unstructured: fraction zeroed in the embeddings weights")
+    amount_classifier: float | None = option(None, help="unstructured: fraction zeroed in the classifier weights")
+    iterations: int = option(1, help="unstructured: prune-then-recover steps to the target")
+    teacher_model: str | None = option(None, help="recover by distilling this fine-tuned teacher's predictions")
+    num_train_epochs: float = option(1.0, help="recovery epochs (0: no recovery)")
+    learning_rate: float = option(2e-5)
+    max_steps: int | None = option(None, help="recovery steps (overrides the epochs)")
+    train_batch_size: int = option(32)
+    eval_batch_size: int = option(128)
+    max_seq_length: int = option(128)
+    max_train_examples: int | None = option(None, help="recover on a seeded subset of this many examples")
+    eval_step: int = option(200)
+    seed: int = option(42)
+    overwrite_output_dir: bool = option(False)
+    quiet: bool = option(False, help="no progress bars")
 
 
 CONFIG = PruneConfig
@@ -301,10 +273,10 @@ def _row(name: str, model, model_dir: Path, metrics: dict[str, float]) -> dict[s
     row = {"name": name, "model_type": model.config.model_type, "params": parameter_counts(model),
            "size_on_disk_bytes": size_on_disk(model_dir), "compressed_bytes": compressed_size(model_dir / WEIGHTS),
            "sparsity": sparsity(model)["all"]["sparsity"], "dev": metrics, "score": metrics["score"]}
-    if model.config.model_type in ("bert", "pruned_bert"):
+    if kind_of(model) in (DENSE, PRUNED):
         heads, ffn = current_sizes(model)
         row |= {"heads": sum(heads), "layer_num_heads": heads, "ffn_size": sum(ffn) / len(ffn), "layer_ffn_sizes": ffn}
-    if model.config.model_type == "tucker_bert":
+    if kind_of(model) == TUCKER:
         row |= {"rank_dim": model.config.rank_dim, "rank_layer": model.config.rank_layer}
     return row
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modeling.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
+
 from .importance import Reducer, allocate_globally, top_indices
-from .pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
 
 Target = int | list[int] | None  # average per layer, one count per layer, or keep everything
 

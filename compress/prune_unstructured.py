@@ -13,28 +13,10 @@ import gzip
 import shutil
 from pathlib import Path
 
-import torch
 from torch import nn
 from torch.nn.utils import prune
 
-GROUPS = ("attention", "ffn", "factors", "embeddings", "classifier")
-
-
-def weight_group(name: str, param: torch.Tensor) -> str | None:
-    """The group of a parameter, or None for biases and LayerNorm (never pruned)."""
-    if param.dim() < 2:
-        return None
-    if ".embeddings." in f".{name}":
-        return "embeddings"
-    if name.startswith("classifier.") or ".pooler." in name:
-        return "classifier"
-    if ".factors." in name:
-        return "factors"
-    if ".attention." in name:
-        return "attention"
-    if ".intermediate." in name or ".ffn." in name or ".output.dense." in name:
-        return "ffn"
-    return None
+from modeling.params import weight_group
 
 
 def _grouped(model: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:
@@ -73,19 +55,6 @@ def sparsity(model: nn.Module) -> dict[str, dict[str, float]]:
 
 def group_names(model: nn.Module) -> list[str]:
     return sorted(_grouped(model))
-
-
-class SparsityMask:
-    """Keeps zero weights at zero while a pruned model is fine-tuned: call it after every optimizer step."""
-
-    def __init__(self, model: nn.Module):
-        self.masks = [(p, p.detach() != 0) for name, p in model.named_parameters()
-                      if weight_group(name, p) is not None and bool((p == 0).any())]
-
-    @torch.no_grad()
-    def __call__(self) -> None:
-        for p, mask in self.masks:
-            p.mul_(mask)
 
 
 def compressed_size(weights_file: Path) -> int:

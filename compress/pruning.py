@@ -17,13 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from modeling.formats import DENSE, KIND_NAMES, PRUNED, TUCKER, kind_of
+from modeling.int8 import quantization_of
+
 from .importance import METHODS, unit_importance
 from .prune_rank import check_ranks, prune_ranks, rank_reducer
 from .prune_structured import Target, current_sizes, head_ffn_reducer, keep_indices, plan_counts, prune_heads_and_ffn
 from .prune_unstructured import GROUPS, magnitude_prune, sparsity
 
 KINDS = ("structured", "rank", "unstructured")
-_MODEL_TYPES = {"structured": ("bert", "pruned_bert"), "rank": ("tucker_bert",)}
+_KINDS = {"structured": (DENSE, PRUNED), "rank": (TUCKER,)}
 
 
 @dataclasses.dataclass
@@ -73,11 +76,11 @@ class PruningConfig:
     def check(self, model: nn.Module) -> None:
         """Raise ValueError, naming the problem, if this setting cannot apply to `model`."""
         self.validate()
-        model_type = model.config.model_type
-        if self.kind in _MODEL_TYPES and model_type not in _MODEL_TYPES[self.kind]:
-            raise ValueError(f"{self.kind} pruning needs a {' or '.join(_MODEL_TYPES[self.kind])} model, "
-                             f"not {model_type}" + (" (TD models: pruning type 'rank')" if model_type == "tucker_bert" else ""))
-        if getattr(model.config, "xcompress_quantization", None):
+        kind = kind_of(model)
+        if self.kind in _KINDS and kind not in _KINDS[self.kind]:
+            raise ValueError(f"{self.kind} pruning needs {' or '.join(KIND_NAMES[k] for k in _KINDS[self.kind])}, "
+                             f"not {KIND_NAMES[kind]}" + (" (TD models: pruning type 'rank')" if kind == TUCKER else ""))
+        if quantization_of(model.config.to_dict()):
             raise ValueError("the model is quantized; prune before quantizing")
         if self.kind == "structured":
             heads, ffn = current_sizes(model)

@@ -12,7 +12,6 @@ int8 by rounding, so their agreement is reported (predicted labels, max logit di
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import shutil
@@ -23,41 +22,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from decompose.stage import TOKENIZER_FILES
 from distill.classifier import evaluate_features, load_classifier, predictions
 from distill.glue import dev_files, get_task
 from distill.metrics import glue_metrics
 from distill.task_data import load_features, load_tokenizer
+from modeling.formats import CLASSIFIER
+from modeling.int8 import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
+from modeling.loading import load_model
+from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
+from stagekit.errors import InputError
+from stagekit.model_paths import TOKENIZER_FILES, read_config_dict, resolve_model_dir
+from stagekit.options import option
 
-from .atomic import atomic_output_dir, check_output_dir, write_json
-from .errors import InputError
-from .measure import MeasurementSettings, add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
-from .model_paths import read_config_dict, resolve_model_dir
-from .quantization import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
+from .measure import MeasurementSettings, cpu_latency, parameter_counts, size_on_disk
 
 ONNX_FP32_TOLERANCE = 1e-4  # max |logit difference| between onnxruntime fp32 and PyTorch fp32
 
 
 @dataclasses.dataclass(kw_only=True)
 class QuantizeConfig(MeasurementSettings):
-    model: str
-    output_dir: str
-    task_name: str | None = None
-    data_dir: str | None = None
-    onnx: bool = False
-    per_tensor: bool = False
-    overwrite_output_dir: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a task model: fine-tuned, distilled or pruned")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--task_name", help="with --data_dir: dev score before and after")
-    p.add_argument("--data_dir")
-    p.add_argument("--onnx", action="store_true", help="also export ONNX (fp32 and int8) and run it with onnxruntime")
-    p.add_argument("--per_tensor", action="store_true", help="one scale per matrix instead of per output channel")
-    add_measurement_arguments(p)
-    p.add_argument("--overwrite_output_dir", action="store_true")
+    model: str = option(help="a task model: fine-tuned, distilled or pruned")
+    output_dir: str = option()
+    task_name: str | None = option(None, help="with --data_dir: dev score before and after")
+    data_dir: str | None = option(None)
+    onnx: bool = option(False, help="also export ONNX (fp32 and int8) and run it with onnxruntime")
+    per_tensor: bool = option(False, help="one scale per matrix instead of per output channel")
+    overwrite_output_dir: bool = option(False)
 
 
 CONFIG = QuantizeConfig
@@ -76,7 +66,7 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
         model, _ = load_classifier(cfg.model, "--model", task, need_task_model=True)
         dev = load_features(task, dev_files(task, cfg.data_dir)[0], load_tokenizer(model_dir, "--model"), cfg.max_seq_length)
     else:
-        model, dev = _load_any_classifier(model_dir), None
+        model, dev = load_model(cfg.model, "--model", CLASSIFIER)[0], None
     if is_quantized(model):
         raise InputError(f"--model {cfg.model}: already quantized")
     fp32 = {"backend": "pytorch fp32", **_measure(model, model_dir, cfg, task, dev)}
@@ -97,15 +87,6 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
         write_json(tmp / "quantize_config.json", dataclasses.asdict(cfg))
         write_json(tmp / "quantize_summary.json", summary)
     return summary
-
-
-def _load_any_classifier(model_dir: Path):
-    from transformers import AutoModelForSequenceClassification
-
-    import compress.pruned_bert  # noqa: F401  (registers pruned_bert with the Auto classes)
-    import decompose  # noqa: F401  (registers tucker_bert)
-
-    return AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
 
 
 def _measure(model, model_dir: Path, cfg: QuantizeConfig, task, dev) -> dict[str, Any]:

@@ -11,7 +11,6 @@ stage's own measurements (`quantize_summary.json` in a model directory made with
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -21,30 +20,21 @@ from typing import Any
 from distill.classifier import evaluate_features, load_classifier
 from distill.glue import dev_files, get_task
 from distill.task_data import load_features, load_tokenizer
+from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
+from stagekit.errors import InputError
+from stagekit.options import option
 
-from .atomic import atomic_output_dir, check_output_dir, write_json
-from .errors import InputError
-from .measure import MeasurementSettings, add_measurement_arguments, cpu_latency, parameter_counts, size_on_disk
+from .measure import MeasurementSettings, cpu_latency, parameter_counts, size_on_disk
 
 
 @dataclasses.dataclass(kw_only=True)
 class ReportConfig(MeasurementSettings):
-    task_name: str
-    data_dir: str
-    output_dir: str
-    models: str
-    loss_logs: str | None = None
-    overwrite_output_dir: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task_name", required=True)
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--models", required=True, help="label=model_dir pairs separated by commas; the first is the reference")
-    p.add_argument("--loss_logs", help="label=log.jsonl pairs (general-distill, task-distill, finetune logs)")
-    add_measurement_arguments(p)
-    p.add_argument("--overwrite_output_dir", action="store_true")
+    task_name: str = option()
+    data_dir: str = option()
+    output_dir: str = option()
+    models: str = option(help="label=model_dir pairs separated by commas; the first is the reference")
+    loss_logs: str | None = option(None, help="label=log.jsonl pairs (general-distill, task-distill, finetune logs)")
+    overwrite_output_dir: bool = option(False)
 
 
 CONFIG = ReportConfig

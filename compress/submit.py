@@ -19,7 +19,6 @@ saved under --log_dir and submitted with `sbatch`; the job ids are printed. Whic
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
@@ -31,11 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json
-from .cli import STAGES
-from .errors import InputError, StageFailure
+from stagekit.atomic import write_json
+from stagekit.errors import InputError, StageFailure
+from stagekit.options import option
+from stagekit.stages import STAGES
+
 from .pipeline import is_complete, stage_hashes
-from .pipeline_config import MULTI_RANK, check_stage_args, load_plan
+from .pipeline_config import check_stage_args, load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "scripts" / "slurm"
@@ -46,48 +47,33 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 
 @dataclasses.dataclass
 class SubmitConfig:
-    target: str
-    stage_args: list[str]
-    nodes: int | None = None
-    ntasks_per_node: int | None = None
-    gpus_per_node: int | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None
-    time: str | None = None
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    job_name: str | None = None
-    dependency: str | None = None
-    max_parallel: int | None = None
-    sbatch_args: str | None = None
-    template: str | None = None
-    log_dir: str = "runs/slurm"
-    wait: bool = False
-    dry_run: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", type=int, help="nodes per job (general-distill, task-distill, finetune)")
-    p.add_argument("--ntasks_per_node", type=int,
-                   help="processes per node (default: --gpus_per_node, else 1); torchrun workers for task stages")
-    p.add_argument("--gpus_per_node", type=int, help="GPUs per node (sbatch --gpus-per-node)")
-    p.add_argument("--cpus_per_task", type=int, help="CPUs per task (sbatch --cpus-per-task)")
-    p.add_argument("--mem", help="memory per node, e.g. 64G (sbatch --mem)")
-    p.add_argument("--time", help="time limit, e.g. 24:00:00 (sbatch --time)")
-    p.add_argument("--partition", help="SLURM partition (sbatch --partition)")
-    p.add_argument("--account", help="SLURM account (sbatch --account)")
-    p.add_argument("--qos", help="quality of service (sbatch --qos)")
-    p.add_argument("--job_name", help="job name (default xc-<stage>, or xc-<pipeline>-<stage id>)")
-    p.add_argument("--dependency", help="sbatch dependency of the (first) job(s), e.g. afterok:1234")
-    p.add_argument("--max_parallel", type=int, help="pregeneration array: at most this many tasks at once")
-    p.add_argument("--sbatch_args", help="further sbatch options, verbatim, e.g. \"--constraint=a100 --exclusive\"")
-    p.add_argument("--template", help="an sbatch template of your own instead of scripts/slurm/'s")
-    p.add_argument("--log_dir", default="runs/slurm", help="where rendered scripts and job logs go")
-    p.add_argument("--wait", action="store_true", help="wait for the jobs; exit 1 naming the first that fails")
-    p.add_argument("--dry_run", action="store_true", help="print the rendered scripts; submit nothing")
-    p.add_argument("target", choices=TARGETS, metavar="STAGE|pipeline", help="the stage to run, or `pipeline`")
-    p.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's own flags (pipeline: the YAML file)")
+    target: str = option(
+        help="the stage to run, or `pipeline`",
+        choices=TARGETS,
+        metavar="STAGE|pipeline",
+        positional=True)
+    stage_args: list[str] = option(help="the stage's own flags (pipeline: the YAML file)", positional="remainder")
+    nodes: int | None = option(None, help="nodes per job (general-distill, task-distill, finetune)")
+    ntasks_per_node: int | None = option(
+        None,
+        help="processes per node (default: --gpus_per_node, else 1); torchrun workers for task stages")
+    gpus_per_node: int | None = option(None, help="GPUs per node (sbatch --gpus-per-node)")
+    cpus_per_task: int | None = option(None, help="CPUs per task (sbatch --cpus-per-task)")
+    mem: str | None = option(None, help="memory per node, e.g. 64G (sbatch --mem)")
+    time: str | None = option(None, help="time limit, e.g. 24:00:00 (sbatch --time)")
+    partition: str | None = option(None, help="SLURM partition (sbatch --partition)")
+    account: str | None = option(None, help="SLURM account (sbatch --account)")
+    qos: str | None = option(None, help="quality of service (sbatch --qos)")
+    job_name: str | None = option(None, help="job name (default xc-<stage>, or xc-<pipeline>-<stage id>)")
+    dependency: str | None = option(None, help="sbatch dependency of the (first) job(s), e.g. afterok:1234")
+    max_parallel: int | None = option(None, help="pregeneration array: at most this many tasks at once")
+    sbatch_args: str | None = option(
+        None,
+        help="further sbatch options, verbatim, e.g. \"--constraint=a100 --exclusive\"")
+    template: str | None = option(None, help="an sbatch template of your own instead of scripts/slurm/'s")
+    log_dir: str = option("runs/slurm", help="where rendered scripts and job logs go")
+    wait: bool = option(False, help="wait for the jobs; exit 1 naming the first that fails")
+    dry_run: bool = option(False, help="print the rendered scripts; submit nothing")
 
 
 CONFIG = SubmitConfig
@@ -197,7 +183,7 @@ def _stage_job(cfg: SubmitConfig, stage: str, args: list[str], stage_cfg: Any) -
         options |= {"nodes": str(cfg.nodes or 1), "ntasks-per-node": str(per_node)}
         return Job(name, _template(cfg, "general_distill.sbatch"), options, args,
                    what=f"{stage}, {cfg.nodes or 1} node(s) x {per_node} Horovod task(s)")
-    if stage in MULTI_RANK:
+    if STAGES[stage].multi_rank:
         options |= {"nodes": str(cfg.nodes or 1), "ntasks-per-node": "1"}
         if not cfg.gpus_per_node and not cfg.cpus_per_task:
             options["cpus-per-task"] = str(per_node)  # CPU workers: one core each

@@ -1,6 +1,6 @@
 """python -m decompose ... == xcompress decompose ..."""
 import sys
 
-from compress.cli import run_as_program
+from stagekit.cli import run_as_program
 
 run_as_program(["decompose", *sys.argv[1:]])

@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .configuration_tucker_bert import TuckerBertConfig
-from .modeling_tucker_bert import TuckerBertModel
-from .stacking import OPS, stack_encoder_blocks
+from modeling.configuration_tucker_bert import TuckerBertConfig
+from modeling.modeling_tucker_bert import TuckerBertModel
+from modeling.stacking import OPS, stack_encoder_blocks
+
 from .tucker import SharedTucker, decompose_fast, decompose_hooi
 
 

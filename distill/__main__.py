@@ -1,5 +1,5 @@
 """python -m distill <stage> ... == xcompress <stage> ..."""
 
-from compress.cli import run_as_program
+from stagekit.cli import run_as_program
 
 run_as_program()

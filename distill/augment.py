@@ -15,7 +15,6 @@ rows are batched in fixed chunks, and every worker computes with one thread.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import multiprocessing
 import os
@@ -27,8 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from compress.errors import InputError
-from compress.model_paths import read_config_dict, resolve_model_dir
+from modeling.formats import DENSE, MASKED_LM
+from modeling.loading import load_model
+from stagekit.errors import InputError
+from stagekit.model_paths import read_config_dict, resolve_model_dir
+from stagekit.options import option
 
 from .glue import GlueTask, column_index, get_task, read_examples, read_rows, subset, task_dir, train_file
 from .neighbours import EmbeddingNeighbours, GloveNeighbours, Neighbours
@@ -40,35 +42,21 @@ CHUNK_ROWS = 16  # rows per masked-LM batch; fixed so that results never depend 
 
 @dataclasses.dataclass
 class AugmentConfig:
-    pretrained_bert_model: str
-    glue_dir: str
-    task_name: str
-    glove_embs: str | None = None
-    N: int = 20
-    M: int = 15
-    p: float = 0.4
-    max_seq_length: int = 128
-    max_train_examples: int | None = None
-    num_workers: int = 0
-    seed: int = 42
-    overwrite: bool = False
-    quiet: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pretrained_bert_model", required=True, help="BERT with a masked-LM head (xcompress fit-mlm-head)")
-    p.add_argument("--glue_dir", required=True)
-    p.add_argument("--task_name", required=True)
-    p.add_argument("--glove_embs", help="GloVe vectors in text format, for multi-piece words")
-    p.add_argument("--N", type=int, default=20, help="augmentation attempts per sentence")
-    p.add_argument("--M", type=int, default=15, help="candidates per word")
-    p.add_argument("--p", type=float, default=0.4, help="probability of replacing each candidate word")
-    p.add_argument("--max_seq_length", type=int, default=128, help="masked-LM context; words past it use neighbours")
-    p.add_argument("--max_train_examples", type=int, help="augment a seeded subset of this many rows (as task stages pick it)")
-    p.add_argument("--num_workers", type=int, default=0, help="processes (default: one per core)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing train_aug.tsv")
-    p.add_argument("--quiet", action="store_true")
+    pretrained_bert_model: str = option(help="BERT with a masked-LM head (xcompress fit-mlm-head)")
+    glue_dir: str = option()
+    task_name: str = option()
+    glove_embs: str | None = option(None, help="GloVe vectors in text format, for multi-piece words")
+    N: int = option(20, help="augmentation attempts per sentence")
+    M: int = option(15, help="candidates per word")
+    p: float = option(0.4, help="probability of replacing each candidate word")
+    max_seq_length: int = option(128, help="masked-LM context; words past it use neighbours")
+    max_train_examples: int | None = option(
+        None,
+        help="augment a seeded subset of this many rows (as task stages pick it)")
+    num_workers: int = option(0, help="processes (default: one per core)")
+    seed: int = option(42)
+    overwrite: bool = option(False, help="replace an existing train_aug.tsv")
+    quiet: bool = option(False)
 
 
 CONFIG = AugmentConfig
@@ -76,13 +64,9 @@ CONFIG = AugmentConfig
 
 class Augmenter:
     def __init__(self, model_dir: Path, glove: str | None, cfg: AugmentConfig):
-        from transformers import BertForMaskedLM
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
         self.cfg = cfg
         self.tokenizer = load_tokenizer(model_dir, "--pretrained_bert_model")
-        self.model = BertForMaskedLM.from_pretrained(str(model_dir)).eval()
+        self.model = load_model(str(model_dir), "--pretrained_bert_model", MASKED_LM, kinds=(DENSE,))[0]
         self.vocab = self.tokenizer.get_vocab()
         self.ids_to_tokens = {i: w for w, i in self.vocab.items()}
         self.neighbours: Neighbours = GloveNeighbours(glove) if glove else EmbeddingNeighbours(

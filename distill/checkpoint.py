@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.atomic import atomic_output_dir
+from stagekit.atomic import atomic_output_dir
 
 STATE_FILE = "training_state.pt"
 _STEP = re.compile(r"^step_(\d+)$")

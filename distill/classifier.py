@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.errors import InputError
-from compress.model_paths import read_config_dict, resolve_model_dir
+from modeling.formats import CLASSIFIER
+from modeling.int8 import quantization_of
+from modeling.loading import inspect_model, load_model
+from stagekit.errors import InputError
 
 from .dist import Distributed
 from .glue import GlueTask
@@ -38,21 +40,7 @@ def task_config_fields(task: GlueTask) -> dict[str, Any]:
 
 def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_model: bool = False) -> tuple[nn.Module, Path]:
     """The model of `name_or_path` as a classifier for `task`, and its directory."""
-    from transformers import BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    from compress.pruned_bert import PrunedBertForSequenceClassification
-    from compress.quantization import load_quantized, quantization_of
-    from decompose import TuckerBertForSequenceClassification
-
-    hf_logging.set_verbosity_error()  # its load report would list the new head as a problem; it is checked here
-    model_dir = resolve_model_dir(name_or_path, flag)
-    config = read_config_dict(model_dir, flag)
-    classes = {"bert": BertForSequenceClassification, "tucker_bert": TuckerBertForSequenceClassification,
-               "pruned_bert": PrunedBertForSequenceClassification}
-    cls = classes.get(config.get("model_type"))
-    if cls is None:
-        raise InputError(f"{flag} {name_or_path}: model_type {config.get('model_type')!r} is not a BERT or TD model")
+    _, config, _ = inspect_model(name_or_path, flag)
     trained = is_task_model(config)
     if trained:
         labels = config.get("num_labels", len(config.get("id2label") or {}) or 2)
@@ -63,26 +51,10 @@ def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_mode
     elif need_task_model:
         raise InputError(f"{flag} {name_or_path}: not fine-tuned on {task.name}, it has no classifier for it "
                          "(run `xcompress finetune`, or `xcompress task-distill` for a TD model)")
-    if quantization_of(config):
-        if not trained:
-            raise InputError(f"{flag} {name_or_path}: a quantized model must be a task model (quantize after training)")
-        try:
-            return load_quantized(model_dir, cls), model_dir
-        except (OSError, ValueError, RuntimeError) as e:
-            raise InputError(f"{flag} {name_or_path}: cannot load int8 weights ({str(e).splitlines()[0]})") from e
-    try:
-        model_config = cls.config_class.from_pretrained(str(model_dir))
-        if not trained:
-            model_config.update(task_config_fields(task))
-        model, info = cls.from_pretrained(str(model_dir), config=model_config, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise InputError(f"{flag} {name_or_path}: cannot load weights ({str(e).splitlines()[0]})") from e
-    head = ("classifier.", "pooler.", "bert.pooler.")
-    missing = [k for k in info["missing_keys"] if not (not trained and k.startswith(head))]
-    if missing or info["mismatched_keys"]:
-        bad = sorted(missing or [k for k, *_ in info["mismatched_keys"]])[:3]
-        raise InputError(f"{flag} {name_or_path}: weights missing or mismatched: {', '.join(bad)}")
-    return model.eval(), model_dir
+    if quantization_of(config) and not trained:
+        raise InputError(f"{flag} {name_or_path}: a quantized model must be a task model (quantize after training)")
+    return load_model(name_or_path, flag, CLASSIFIER, config_updates=None if trained else task_config_fields(task),
+                      new_head=not trained)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.errors import InputError
+from stagekit.errors import InputError
 
 _EPOCH = re.compile(r"^epoch_(\d+)\.json$")
 

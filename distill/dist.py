@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.errors import InputError, PeerFailure
-from decompose import onednn
+from modeling import onednn
+from stagekit.errors import InputError, PeerFailure
 
 # A dead peer must not hang the others: every collective gives up after this long.
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=45)

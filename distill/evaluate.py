@@ -9,14 +9,14 @@ submissions are `<output_dir>/<TASK>.tsv` (`MNLI-m.tsv` and `MNLI-mm.tsv` for MN
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from compress.atomic import write_json
-from compress.errors import InputError
+from stagekit.atomic import write_json
+from stagekit.errors import InputError
+from stagekit.options import option
 
 from .classifier import evaluate_features, load_classifier, predict_logits, predictions
 from .glue import GlueTask, dev_files, get_task, submission_files
@@ -25,23 +25,15 @@ from .task_data import load_features, load_tokenizer
 
 @dataclasses.dataclass
 class EvaluateConfig:
-    model: str
-    task_name: str
-    data_dir: str
-    output_dir: str | None = None
-    do_predict: bool = False
-    max_seq_length: int = 128
-    eval_batch_size: int = 128
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a model fine-tuned or distilled on the task")
-    p.add_argument("--task_name", required=True)
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--output_dir", help="where the JSON metrics (and submissions) go; default: the model directory")
-    p.add_argument("--do_predict", action="store_true", help="also write GLUE submission files for the test split")
-    p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--eval_batch_size", type=int, default=128)
+    model: str = option(help="a model fine-tuned or distilled on the task")
+    task_name: str = option()
+    data_dir: str = option()
+    output_dir: str | None = option(
+        None,
+        help="where the JSON metrics (and submissions) go; default: the model directory")
+    do_predict: bool = option(False, help="also write GLUE submission files for the test split")
+    max_seq_length: int = option(128)
+    eval_batch_size: int = option(128)
 
 
 CONFIG = EvaluateConfig

@@ -7,22 +7,18 @@ gives poor students). Dense BERT and TD models alike; the best dev checkpoint is
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any
 
-from .task_run import TaskRun, TaskTrainingConfig, add_loop_arguments
+from stagekit.options import option
+
+from .task_run import TaskRun, TaskTrainingConfig
 from .task_training import GoldLabelObjective, Phase
 
 
 @dataclasses.dataclass(kw_only=True)
 class FinetuneConfig(TaskTrainingConfig):
-    model: str
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="dense BERT or TD directory (or all-MiniLM-L6-v2)")
-    add_loop_arguments(p, FinetuneConfig)
+    model: str = option(help="dense BERT or TD directory (or all-MiniLM-L6-v2)")
 
 
 CONFIG = FinetuneConfig
@@ -44,6 +40,6 @@ def report(summary: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import sys
 
-    from compress.cli import run_as_program
+    from stagekit.cli import run_as_program
 
     run_as_program(["finetune", *sys.argv[1:]])

@@ -15,7 +15,6 @@ models/minilm-td-36-192) that is initialised randomly, or, with `--use_swap`, by
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -26,11 +25,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compress.atomic import write_json
-from compress.allocator import in_use as allocator_in_use
-from compress.errors import InputError
-from compress.model_paths import read_config_dict, resolve_model_dir, shared_vocab
-from decompose.stage import TOKENIZER_FILES
+from modeling.formats import DENSE, ENCODER, TUCKER
+from modeling.loading import inspect_model, load_model
+from stagekit.allocator import in_use as allocator_in_use
+from stagekit.atomic import write_json
+from stagekit.errors import InputError
+from stagekit.model_paths import TOKENIZER_FILES, resolve_model_dir, shared_vocab
+from stagekit.options import above, at_least, between, option
 
 from .checkpoint import checkpoint_dirs, load_training_state, parameter_checksum, publish_model, save_checkpoint
 from .data import PregeneratedEpochs, read_vocab_ids
@@ -40,61 +41,37 @@ from .losses import DistillationLoss
 from .optim import linear_schedule, param_groups
 from .teacher import ScoringTeacher
 
+
 @dataclasses.dataclass
 class GeneralDistillConfig:
-    teacher_model: str
-    student_model: str
-    pregenerated_data: str
-    output_dir: str
-    num_train_epochs: float = 1.0
-    train_batch_size: int = 32
-    learning_rate: float = 1e-4
-    max_steps: int | None = None
-    gradient_accumulation_steps: int = 1
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    loss_layers: str = "all"
-    teacher_bf16: bool = False
-    use_swap: bool = False
-    save_steps: int = 500
-    save_total_limit: int = 3
-    log_steps: int = 10
-    resume: bool = False
-    overwrite_output_dir: bool = False
-    seed: int = 42
-    do_lower_case: bool = False
-    quiet: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher_model", required=True)
-    p.add_argument("--student_model", required=True, help="TD directory, or TD config directory (see --use_swap)")
-    p.add_argument("--pregenerated_data", required=True)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--num_train_epochs", type=float, default=1.0)
-    p.add_argument("--train_batch_size", type=int, default=32, help="global batch over all ranks")
-    p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument("--max_steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--warmup_proportion", type=float, default=0.1)
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--loss_layers", choices=["all", "last"], default="all",
-                   help="all: every mapped layer and the embeddings; last: the original TD code's last-layer loss")
-    p.add_argument("--teacher_bf16", action="store_true",
-                   help="the teacher's forward pass in bfloat16 on CPU (fast with AVX512-BF16 or AMX; on GPUs both "
-                        "run in bf16 anyway): about 1.5x faster teacher than fp32 through oneDNN, its targets within "
-                        "about 1%% (relative)")
-    p.add_argument("--use_swap", action="store_true", help="initialise a config-only student by factorizing the teacher")
-    p.add_argument("--save_steps", type=int, default=500)
-    p.add_argument("--save_total_limit", type=int, default=3)
-    p.add_argument("--log_steps", type=int, default=10)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output_dir")
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--do_lower_case", action="store_true", help="accepted for TinyBERT compatibility (data is pre-tokenized)")
-    p.add_argument("--quiet", action="store_true")
+    teacher_model: str = option()
+    student_model: str = option(help="TD directory, or TD config directory (see --use_swap)")
+    pregenerated_data: str = option()
+    output_dir: str = option()
+    num_train_epochs: float = option(1.0, check=above(0))
+    train_batch_size: int = option(32, help="global batch over all ranks", check=at_least(1))
+    learning_rate: float = option(1e-4, check=above(0))
+    max_steps: int | None = option(None, help="stop after this many optimizer steps", check=at_least(1))
+    gradient_accumulation_steps: int = option(1, check=at_least(1))
+    warmup_proportion: float = option(0.1, check=between(0, 1))
+    weight_decay: float = option(0.01)
+    max_grad_norm: float = option(1.0)
+    loss_layers: str = option(
+        "all",
+        help="all: every mapped layer and the embeddings; last: the original TD code's last-layer loss",
+        choices=["all", "last"])
+    teacher_bf16: bool = option(False, help="the teacher's forward pass in bfloat16 on CPU (fast with AVX512-BF16 or "
+                                "AMX; on GPUs both run in bf16 anyway): about 1.5x faster teacher than fp32 through "
+                                "oneDNN, its targets within about 1%% (relative)")
+    use_swap: bool = option(False, help="initialise a config-only student by factorizing the teacher")
+    save_steps: int = option(500, check=at_least(1))
+    save_total_limit: int = option(3, check=at_least(1))
+    log_steps: int = option(10, check=at_least(1))
+    resume: bool = option(False, help="continue from the latest checkpoint in --output_dir")
+    overwrite_output_dir: bool = option(False)
+    seed: int = option(42)
+    do_lower_case: bool = option(False, help="accepted for TinyBERT compatibility (data is pre-tokenized)")
+    quiet: bool = option(False)
 
 
 CONFIG = GeneralDistillConfig
@@ -113,29 +90,18 @@ class DistillationStep(nn.Module):
 
 
 def _load_teacher(cfg: GeneralDistillConfig):
-    from decompose.stage import load_dense_teacher
-
-    teacher_dir = resolve_model_dir(cfg.teacher_model, "--teacher_model")
-    if read_config_dict(teacher_dir, "--teacher_model").get("model_type") != "bert":
-        raise InputError(f"--teacher_model {cfg.teacher_model}: not a dense BERT model")
-    return teacher_dir, load_dense_teacher(teacher_dir)
+    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,))
+    return teacher_dir, teacher
 
 
 def _load_student(cfg: GeneralDistillConfig, teacher, student_dir: Path):
     """A TD model from a TD directory, or from a TD config (random, or factorized teacher with --use_swap)."""
-    from decompose import TuckerBertConfig, TuckerBertModel
     from decompose.convert import factorize_teacher
+    from modeling import TuckerBertConfig, TuckerBertModel
 
-    raw = read_config_dict(student_dir, "--student_model")
-    if raw.get("model_type") != TuckerBertConfig.model_type:
-        raise InputError(f"--student_model {cfg.student_model}: model_type is {raw.get('model_type')!r}, not a TD "
-                         "model (make one with `xcompress decompose`, or pass a models/*-td-* config)")
-    has_weights = (student_dir / "model.safetensors").is_file()
-    if has_weights and not cfg.use_swap:
-        try:
-            return TuckerBertModel.from_pretrained(str(student_dir))
-        except ValueError as e:
-            raise InputError(f"--student_model {cfg.student_model}: {e}") from e
+    inspect_model(str(student_dir), "--student_model", kinds=(TUCKER,))
+    if (student_dir / "model.safetensors").is_file() and not cfg.use_swap:
+        return load_model(str(student_dir), "--student_model", ENCODER)[0]
     config = TuckerBertConfig.from_pretrained(str(student_dir))
     if cfg.use_swap:
         tc = teacher.config
@@ -332,6 +298,6 @@ def report(summary: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import sys
 
-    from compress.cli import run_as_program
+    from stagekit.cli import run_as_program
 
     run_as_program(["general-distill", *sys.argv[1:]])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import InputError
+from stagekit.errors import InputError
 
 csv.field_size_limit(sys.maxsize)
 

@@ -13,7 +13,6 @@ positions. Held-out masked-token accuracy (top-1 and top-15) is measured before 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -24,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from compress.atomic import atomic_output_dir, check_output_dir, write_json
-from compress.errors import InputError
-from compress.model_paths import read_config_dict, resolve_model_dir
-from decompose.stage import TOKENIZER_FILES
+from modeling.formats import DENSE, MASKED_LM
+from modeling.loading import inspect_model, load_model
+from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
+from stagekit.errors import InputError
+from stagekit.model_paths import TOKENIZER_FILES
+from stagekit.options import above, at_least, between, option
 
 from .checkpoint import write_model_files
 from .data import PregeneratedEpochs, rank_permutation, read_vocab_ids
@@ -37,61 +38,30 @@ from .optim import linear_schedule, param_groups
 
 @dataclasses.dataclass
 class FitMlmHeadConfig:
-    teacher_model: str
-    pregenerated_data: str
-    output_dir: str
-    num_train_epochs: float = 3.0
-    max_train_examples: int = 10000
-    train_batch_size: int = 1024
-    learning_rate: float = 3e-3
-    warmup_proportion: float = 0.05
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    eval_examples: int = 512
-    encode_batch_size: int = 64
-    seed: int = 42
-    overwrite_output_dir: bool = False
-    quiet: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher_model", required=True, help="dense BERT encoder (or all-MiniLM-L6-v2)")
-    p.add_argument("--pregenerated_data", required=True, help="epochs from `xcompress pregenerate`")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--num_train_epochs", type=float, default=3.0, help="passes of the head over the cached positions")
-    p.add_argument("--max_train_examples", type=int, default=10000, help="examples encoded (epoch files in turn)")
-    p.add_argument("--train_batch_size", type=int, default=1024, help="masked positions per step")
-    p.add_argument("--learning_rate", type=float, default=3e-3)
-    p.add_argument("--warmup_proportion", type=float, default=0.05)
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--eval_examples", type=int, default=512, help="held-out examples for the accuracy figures")
-    p.add_argument("--encode_batch_size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    teacher_model: str = option(help="dense BERT encoder (or all-MiniLM-L6-v2)")
+    pregenerated_data: str = option(help="epochs from `xcompress pregenerate`")
+    output_dir: str = option()
+    num_train_epochs: float = option(3.0, help="passes of the head over the cached positions", check=above(0))
+    max_train_examples: int = option(10000, help="examples encoded (epoch files in turn)", check=at_least(1))
+    train_batch_size: int = option(1024, help="masked positions per step", check=at_least(1))
+    learning_rate: float = option(3e-3, check=above(0))
+    warmup_proportion: float = option(0.05, check=between(0, 1))
+    weight_decay: float = option(0.01)
+    max_grad_norm: float = option(1.0)
+    eval_examples: int = option(512, help="held-out examples for the accuracy figures", check=at_least(1))
+    encode_batch_size: int = option(64, check=at_least(1))
+    seed: int = option(42)
+    overwrite_output_dir: bool = option(False)
+    quiet: bool = option(False)
 
 
 CONFIG = FitMlmHeadConfig
 
 
 def _load(cfg: FitMlmHeadConfig):
-    from transformers import BertForMaskedLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    model_dir = resolve_model_dir(cfg.teacher_model, "--teacher_model")
-    if read_config_dict(model_dir, "--teacher_model").get("model_type") != "bert":
-        raise InputError(f"--teacher_model {cfg.teacher_model}: not a dense BERT model")
+    inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,))
     torch.manual_seed(cfg.seed)  # the new head is drawn from the seed: two runs fit the same head
-    try:
-        model, info = BertForMaskedLM.from_pretrained(str(model_dir), output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise InputError(f"--teacher_model {cfg.teacher_model}: cannot load weights ({str(e).splitlines()[0]})") from e
-    missing = [k for k in info["missing_keys"] if not k.startswith("cls.")]
-    if missing:
-        raise InputError(f"--teacher_model {cfg.teacher_model}: encoder weights missing: {', '.join(sorted(missing)[:3])}")
-    return model, model_dir
+    return load_model(cfg.teacher_model, "--teacher_model", MASKED_LM, new_head=True)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.errors import InputError
+from stagekit.errors import InputError
 
 from .stop_words import STOP_WORDS
 

@@ -13,57 +13,50 @@ on dev every `--eval_step` steps and keeps the best. TinyBERT's two runs, and on
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any
 
 import torch
 
-from compress.errors import InputError
-from compress.model_paths import shared_vocab
+from modeling.formats import DENSE, TUCKER, kind_of
+from stagekit.errors import InputError
+from stagekit.model_paths import shared_vocab
+from stagekit.options import above, at_least, option
 
 from .losses import DistillationLoss
-from .task_run import TaskRun, TaskTrainingConfig, add_loop_arguments
+from .task_run import TaskRun, TaskTrainingConfig
 from .task_training import IntermediateObjective, Phase, PredictionObjective, model_inputs
 from .teacher import ScoringTeacher
 
 
 @dataclasses.dataclass(kw_only=True)
 class TaskDistillConfig(TaskTrainingConfig):
-    teacher_model: str
-    student_model: str
-    aug_train: bool = False
-    pred_distill: bool = False
-    stage: str | None = None
-    temperature: float = 1.0
-    loss_layers: str = "all"
-    learning_rate: float = 3e-5  # the prediction phase's; TinyBERT's defaults below
-    intermediate_epochs: float = 10.0
-    intermediate_learning_rate: float = 5e-5
-    intermediate_max_steps: int | None = None
-    eval_step: int = 50
+    teacher_model: str = option(help="dense BERT fine-tuned on the task (xcompress finetune)")
+    student_model: str = option(help="TD directory (general distillation, or a phase-1 output)")
+    aug_train: bool = option(False, help="train on train_aug.tsv (xcompress augment)")
+    pred_distill: bool = option(False, help="phase 2 only: distil predictions")
+    stage: str | None = option(None, choices=["intermediate", "prediction", "both"],
+                               help="which phases to run (default: intermediate, or prediction with --pred_distill)")
+    temperature: float = option(1.0, check=above(0))
+    loss_layers: str = option("all", choices=["all", "last"])
+    # TinyBERT's defaults: the prediction phase's epochs and learning rate, then the intermediate phase's.
+    num_train_epochs: float = option(3.0, help="epochs of the prediction phase", check=above(0))
+    learning_rate: float = option(3e-5, help="learning rate of the prediction phase", check=above(0))
+    intermediate_epochs: float = option(10.0, help="epochs of the intermediate phase", check=above(0))
+    intermediate_learning_rate: float = option(5e-5, check=above(0))
+    intermediate_max_steps: int | None = option(None, help="steps of the intermediate phase (overrides its epochs)",
+                                                check=at_least(1))
+    eval_step: int = option(50, help="evaluate on dev every this many steps (and at the end)", check=at_least(1))
+
+    def __post_init__(self):
+        if self.pred_distill and self.stage is not None:
+            raise InputError(f"--pred_distill and --stage {self.stage} exclude each other (--stage prediction is "
+                             "--pred_distill)")
 
     @property
     def phases(self) -> list[str]:
         stage = self.stage or ("prediction" if self.pred_distill else "intermediate")
         return ["intermediate", "prediction"] if stage == "both" else [stage]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher_model", required=True, help="dense BERT fine-tuned on the task (xcompress finetune)")
-    p.add_argument("--student_model", required=True, help="TD directory (general distillation, or a phase-1 output)")
-    p.add_argument("--aug_train", action="store_true", help="train on train_aug.tsv (xcompress augment)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--pred_distill", action="store_true", help="phase 2 only: distil predictions")
-    group.add_argument("--stage", choices=["intermediate", "prediction", "both"],
-                       help="which phases to run (default: intermediate, or prediction with --pred_distill)")
-    p.add_argument("--loss_layers", choices=["all", "last"], default="all")
-    p.add_argument("--num_train_epochs", type=float, default=3.0, help="epochs of the prediction phase")
-    p.add_argument("--learning_rate", type=float, default=3e-5, help="learning rate of the prediction phase")
-    p.add_argument("--intermediate_epochs", type=float, default=10.0, help="epochs of the intermediate phase")
-    p.add_argument("--intermediate_learning_rate", type=float, default=5e-5)
-    p.add_argument("--intermediate_max_steps", type=int, help="steps of the intermediate phase (overrides its epochs)")
-    add_loop_arguments(p, TaskDistillConfig)
 
 
 CONFIG = TaskDistillConfig
@@ -72,10 +65,10 @@ CONFIG = TaskDistillConfig
 def run(cfg: TaskDistillConfig) -> dict[str, Any]:
     with TaskRun(cfg, "task-distill") as job:
         teacher, teacher_dir = job.load_model(cfg.teacher_model, "--teacher_model", need_task_model=True)
-        if teacher.config.model_type != "bert":
+        if kind_of(teacher) != DENSE:
             raise InputError(f"--teacher_model {cfg.teacher_model}: the teacher must be a dense BERT model")
         student, student_dir = job.load_model(cfg.student_model, "--student_model")
-        if "intermediate" in cfg.phases and student.config.model_type != "tucker_bert":
+        if "intermediate" in cfg.phases and kind_of(student) != TUCKER:
             raise InputError(f"--student_model {cfg.student_model}: not a TD model, which the intermediate phase needs "
                              "(make one with `xcompress decompose` and `xcompress general-distill`)")
         shared_vocab(teacher_dir, student_dir)
@@ -121,6 +114,6 @@ def report(summary: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import sys
 
-    from compress.cli import run_as_program
+    from stagekit.cli import run_as_program
 
     run_as_program(["task-distill", *sys.argv[1:]])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.errors import InputError
+from stagekit.errors import InputError
 
 from .glue import Example, GlueTask, read_examples, subset
 

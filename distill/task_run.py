@@ -4,7 +4,6 @@ output directory (config, log, `best/`, the final model at the top), and the fin
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -12,71 +11,48 @@ from typing import Any
 
 import torch
 
-from compress.atomic import check_output_dir, write_json
-from compress.errors import InputError
-from decompose.stage import TOKENIZER_FILES
+from stagekit.atomic import check_output_dir, write_json
+from stagekit.errors import InputError
+from stagekit.model_paths import TOKENIZER_FILES
+from stagekit.options import above, at_least, between, option
 
 from .checkpoint import publish_model
 from .classifier import evaluate_features, load_classifier
 from .dist import Distributed
 from .flags import check_training_flags
 from .glue import dev_files, get_task, task_dir, train_file
+from .sparsity import SparsityMask
 from .task_data import load_features, load_tokenizer
 from .task_training import LoopSettings, Phase, run_phase
 
+
 @dataclasses.dataclass(kw_only=True)
 class TaskTrainingConfig:
-    """The fields every task stage has; a stage's config adds its own (keyword-only, so in any order)."""
-    task_name: str
-    data_dir: str
-    output_dir: str
-    num_train_epochs: float = 3.0
-    learning_rate: float = 5e-5
-    max_seq_length: int = 128
-    train_batch_size: int = 32
-    eval_batch_size: int = 128
-    gradient_accumulation_steps: int = 1
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None
-    max_train_examples: int | None = None
-    eval_step: int = 200
-    log_steps: int = 10
-    seed: int = 42
-    overwrite_output_dir: bool = False
-    do_lower_case: bool = False
-    keep_sparsity: bool = False
-    quiet: bool = False
-
-
-_HELP = {
-    "task_name": "GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI",
-    "data_dir": "the glue_data directory, or the task's own directory",
-    "train_batch_size": "global batch over all ranks",
-    "max_steps": "optimizer steps (of the prediction phase in task-distill; overrides the epochs)",
-    "max_train_examples": "train on a seeded random subset of this many examples",
-    "eval_step": "evaluate on dev every this many steps (and at the end)",
-    "do_lower_case": "accepted for TinyBERT compatibility (the model's tokenizer decides)",
-    "keep_sparsity": "weights that are zero at the start stay zero (fine-tuning a magnitude-pruned model)",
-}
-_FIRST = ("task_name", "data_dir", "output_dir")
-
-
-def add_loop_arguments(p: argparse.ArgumentParser, config_cls: type) -> None:
-    """Flags for every field of a task stage's config not already defined, typed and defaulted from it."""
-    defined = {a.dest for a in p._actions}
-    for f in dataclasses.fields(config_cls):
-        if f.name in defined:
-            continue
-        flag = f"--{f.name}"
-        if f.name in _FIRST:
-            p.add_argument(flag, required=True, help=_HELP.get(f.name))
-        elif f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", help=_HELP.get(f.name))
-        else:
-            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default, help=_HELP.get(f.name))
+    """The options every task stage has; a stage's config adds its own (keyword-only, so in any order)."""
+    task_name: str = option(help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI")
+    data_dir: str = option(help="the glue_data directory, or the task's own directory")
+    output_dir: str = option()
+    num_train_epochs: float = option(3.0, check=above(0))
+    learning_rate: float = option(5e-5, check=above(0))
+    max_seq_length: int = option(128, check=at_least(1))
+    train_batch_size: int = option(32, help="global batch over all ranks", check=at_least(1))
+    eval_batch_size: int = option(128, check=at_least(1))
+    gradient_accumulation_steps: int = option(1, check=at_least(1))
+    warmup_proportion: float = option(0.1, check=between(0, 1))
+    weight_decay: float = option(0.01)
+    max_grad_norm: float = option(1.0)
+    max_steps: int | None = option(None, help="optimizer steps (of the prediction phase in task-distill; overrides "
+                                   "the epochs)", check=at_least(1))
+    max_train_examples: int | None = option(None, help="train on a seeded random subset of this many examples",
+                                            check=at_least(1))
+    eval_step: int = option(200, help="evaluate on dev every this many steps (and at the end)", check=at_least(1))
+    log_steps: int = option(10, check=at_least(1))
+    seed: int = option(42)
+    overwrite_output_dir: bool = option(False)
+    do_lower_case: bool = option(False, help="accepted for TinyBERT compatibility (the model's tokenizer decides)")
+    keep_sparsity: bool = option(False, help="weights that are zero at the start stay zero (fine-tuning a "
+                                 "magnitude-pruned model)")
+    quiet: bool = option(False)
 
 
 class TaskRun:
@@ -136,8 +112,6 @@ class TaskRun:
 
     def run_phase(self, phase: Phase) -> dict[str, Any]:
         if self.cfg.keep_sparsity:
-            from compress.prune_unstructured import SparsityMask
-
             phase.after_step = SparsityMask(phase.model)
         return run_phase(phase, self.train, self.dev, self.task, self.settings(), self.dist, self.out,
                          self.tokenizer_files, self.log)

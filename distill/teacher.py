@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from decompose.modeling_tucker_bert import additive_attention_mask
+from modeling.modeling_tucker_bert import additive_attention_mask
 
 
 class ScoringTeacher(nn.Module):

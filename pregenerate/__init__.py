@@ -2,3 +2,4 @@
 
 Light on purpose: nothing here imports torch or transformers, so workers stay small.
 """
+import stagekit  # noqa: F401  (the offline environment)

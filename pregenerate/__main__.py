@@ -1,6 +1,6 @@
 """python -m pregenerate ... == xcompress pregenerate ..."""
 import sys
 
-from compress.cli import run_as_program
+from stagekit.cli import run_as_program
 
 run_as_program(["pregenerate", *sys.argv[1:]])

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from compress.atomic import temp_dir_beside, write_json
-from compress.errors import InputError
+from stagekit.atomic import temp_dir_beside, write_json
+from stagekit.errors import InputError
 
 from .documents import TokenizedBatch
 from .parallel import ordered_map

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from compress.atomic import temp_dir_beside, write_json
+from stagekit.atomic import temp_dir_beside, write_json
 
 from .parallel import ordered_map
 from .workers import write_shard

@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-from compress.errors import InputError
+from stagekit.errors import InputError
 
 WIKITEXT, PARAGRAPHS, SENTENCES = "wikitext", "paragraphs", "sentences"
 

@@ -10,7 +10,6 @@ Writes, in TinyBERT's format, `epoch_{i}.json` + `epoch_{i}_metrics.json` for ea
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
@@ -18,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compress.atomic import write_json
-from compress.errors import InputError
-from compress.model_paths import resolve_model_dir
+from stagekit.atomic import write_json
+from stagekit.errors import InputError
+from stagekit.model_paths import resolve_model_dir
+from stagekit.options import option
 
 from . import workers
 from .corpus import build_corpus
@@ -36,38 +36,21 @@ _NOT_IDENTITY = {"output_dir", "num_workers", "overwrite_output_dir", "epochs_to
 
 @dataclasses.dataclass
 class PregenerateConfig:
-    train_corpus: str
-    bert_model: str
-    output_dir: str
-    do_lower_case: bool = False
-    epochs_to_generate: int = 3
-    max_seq_len: int = 128
-    short_seq_prob: float = 0.1
-    masked_lm_prob: float = 0.15
-    max_predictions_per_seq: int = 20
-    do_whole_word_mask: bool = False
-    num_workers: int = 1
-    seed: int = 42
-    overwrite_output_dir: bool = False
-    quiet: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train_corpus", required=True,
-                   help="MediaWiki dump (.xml/.xml.bz2), WikiExtractor output, plain text, or a directory of them")
-    p.add_argument("--bert_model", required=True, help="model directory with vocab.txt, or all-MiniLM-L6-v2")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--do_lower_case", action="store_true")
-    p.add_argument("--epochs_to_generate", type=int, default=3)
-    p.add_argument("--max_seq_len", type=int, default=128)
-    p.add_argument("--short_seq_prob", type=float, default=0.1)
-    p.add_argument("--masked_lm_prob", type=float, default=0.15)
-    p.add_argument("--max_predictions_per_seq", type=int, default=20)
-    p.add_argument("--do_whole_word_mask", action="store_true")
-    p.add_argument("--num_workers", type=int, default=1)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    train_corpus: str = option(
+        help="MediaWiki dump (.xml/.xml.bz2), WikiExtractor output, plain text, or a directory of them")
+    bert_model: str = option(help="model directory with vocab.txt, or all-MiniLM-L6-v2")
+    output_dir: str = option()
+    do_lower_case: bool = option(False)
+    epochs_to_generate: int = option(3)
+    max_seq_len: int = option(128)
+    short_seq_prob: float = option(0.1)
+    masked_lm_prob: float = option(0.15)
+    max_predictions_per_seq: int = option(20)
+    do_whole_word_mask: bool = option(False)
+    num_workers: int = option(1)
+    seed: int = option(42)
+    overwrite_output_dir: bool = option(False)
+    quiet: bool = option(False, help="no progress bars")
 
 
 CONFIG = PregenerateConfig

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from compress.errors import InputError
-from compress.model_paths import resolve_model_dir
+from stagekit.errors import InputError
+from stagekit.model_paths import resolve_model_dir
 
 
 def vocab_file(bert_model: str) -> Path:

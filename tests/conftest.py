@@ -20,7 +20,7 @@ FAST = ["--max_seq_length", "64", "--quiet"]
 
 @pytest.fixture(scope="session")
 def teacher_dir() -> Path:
-    from compress.model_paths import resolve_model_dir
+    from stagekit.model_paths import resolve_model_dir
 
     return resolve_model_dir("all-MiniLM-L6-v2", "--teacher_model")
 
@@ -61,7 +61,7 @@ def glue_copy(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sst2_teacher(tmp_path_factory, glue_copy) -> Path:
     """MiniLM fine-tuned on 2,000 SST-2 sentences (one epoch): the fine-tuned teacher the task stages need."""
-    from compress.cli import main
+    from stagekit.cli import main
 
     out = tmp_path_factory.mktemp("task") / "teacher-sst2"
     assert main(["finetune", "--model", "all-MiniLM-L6-v2", "--task_name", "SST-2", "--data_dir", str(glue_copy),
@@ -73,7 +73,7 @@ def sst2_teacher(tmp_path_factory, glue_copy) -> Path:
 @pytest.fixture(scope="session")
 def td_student(tmp_path_factory) -> Path:
     """The embedded teacher factorized at 1/7 of its encoder (l = 36, d = 192)."""
-    from compress.cli import main
+    from stagekit.cli import main
 
     out = tmp_path_factory.mktemp("task") / "td-36-192"
     assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--config", "models/minilm-td-36-192",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from compress.cli import main
+from stagekit.cli import main
 from tests.conftest import FAST, run_cli
 
 
@@ -77,7 +77,7 @@ def test_structured_pruning_removes_rows_and_taylor_scores_matter(sst2_teacher, 
 
 def test_rank_pruning_shrinks_td_factors(td_student, tmp_path):
     from compress.pruning import PruningConfig, prune_
-    from decompose import TuckerBertForSequenceClassification
+    from modeling import TuckerBertForSequenceClassification
 
     model = TuckerBertForSequenceClassification.from_pretrained(str(td_student), num_labels=2).eval()
     factors = model.bert.encoder.factors
@@ -178,8 +178,8 @@ def test_int8_teacher_loses_at_most_a_point_in_pytorch_and_onnxruntime(int8_teac
 def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
-    from compress.quantization import load_quantized, quantize_, save_quantized
-    from decompose import TuckerBertForSequenceClassification, fold_for_inference
+    from modeling.int8 import load_quantized, quantize_, save_quantized
+    from modeling import TuckerBertForSequenceClassification, fold_for_inference
 
     model = TuckerBertForSequenceClassification.from_pretrained(str(td_student), num_labels=2).eval()
     ids = torch.randint(1000, 30000, (4, 40), generator=torch.Generator().manual_seed(0))

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertModel
 
-from compress.cli import main
-from compress.errors import InputError
-from decompose import TuckerBertModel
+from stagekit.cli import main
+from stagekit.errors import InputError
+from modeling import TuckerBertModel
 from distill.data import PregeneratedEpochs, read_vocab_ids
 from distill.losses import DistillationLoss, attention_loss, layer_map
 from distill.teacher import ScoringTeacher

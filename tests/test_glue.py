@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from compress.errors import InputError
+from stagekit.errors import InputError
 from distill.glue import TASKS, dev_files, get_task, read_examples, submission_files, train_file
 from distill.metrics import glue_metrics, matthews_corrcoef
 from tests.conftest import REPO

@@ -6,15 +6,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, BertModel
 
-from decompose import (TuckerBertConfig, TuckerBertForMaskedLM, TuckerBertForSequenceClassification,
-                       TuckerBertModel, decompose_fast)
-from decompose import modeling_tucker_bert as modeling
-from decompose import onednn
+from decompose import decompose_fast
+from modeling import (TuckerBertConfig, TuckerBertForMaskedLM, TuckerBertForSequenceClassification,
+                      TuckerBertModel)
+from modeling import modeling_tucker_bert as modeling
+from modeling import onednn
 from decompose.convert import td_config_from_teacher, td_state_from_teacher
-from decompose.dropout import keep_mask
-from decompose.params import encoder_params
-from decompose.recompute import _DroppedProbsTimesValues, gelu_linear
-from decompose.stacking import stack_encoder_blocks
+from modeling.dropout import keep_mask
+from modeling.params import encoder_params
+from modeling.recompute import _DroppedProbsTimesValues, gelu_linear
+from modeling.stacking import stack_encoder_blocks
 
 
 def _td_from_teacher(teacher, rank_layer, rank_dim, ops="san_ffn"):

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from compress.cli import main
+from stagekit.cli import main
 from tests.conftest import REPO, run_cli
 
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"

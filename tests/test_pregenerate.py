@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from compress.cli import main
-from compress.errors import InputError
+from stagekit.cli import main
+from stagekit.errors import InputError
 from pregenerate.documents import DocumentProcessor
 from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents
 from pregenerate.wikitext import is_disambiguation, wikitext_to_paragraphs

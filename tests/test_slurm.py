@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.cli import main
+from stagekit.cli import main
 from distill.data import PregeneratedEpochs, read_vocab_ids
 from tests.conftest import REPO
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from decompose.stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
+from modeling.stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
 
 
 @pytest.mark.parametrize("ops,per_layer", [("san_ffn", 12), ("san", 4), ("ffn", 8)])

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from compress.cli import main
+from stagekit.cli import main
 from tests.conftest import FAST, REPO, run_cli
 
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from decompose.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks
+from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks
 from decompose.tucker import SharedTucker, decompose_fast, decompose_hooi, relative_errors
 
 

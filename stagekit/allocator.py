@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# stages whose loops train a model (the ones that allocate and free activations step after step)
-TRAINING_STAGES = {"general-distill", "finetune", "task-distill", "fit-mlm-head", "prune"}
+from .stages import STAGES
+
 LIBRARIES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 
@@ -41,7 +41,7 @@ def in_use() -> str:
 def reexec_with_tcmalloc(argv: Sequence[str]) -> None:
     """For a training stage, replace this process by the same command with tcmalloc preloaded (once)."""
     stage = next((a for a in argv if not a.startswith("-")), None)
-    if stage not in TRAINING_STAGES or os.environ.get("XCOMPRESS_MALLOC", "tcmalloc") != "tcmalloc":
+    if stage not in STAGES or not STAGES[stage].trains or os.environ.get("XCOMPRESS_MALLOC", "tcmalloc") != "tcmalloc":
         return
     preload = os.environ.get("LD_PRELOAD", "")
     library = find_tcmalloc()
@@ -49,4 +49,4 @@ def reexec_with_tcmalloc(argv: Sequence[str]) -> None:
         return
     env = os.environ | {"LD_PRELOAD": ":".join(p for p in (str(library), preload) if p)}
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "compress", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "stagekit", *argv], env)

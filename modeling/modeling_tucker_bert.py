@@ -28,6 +28,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertOnlyMLMHead, BertPooler
 
+from .checks import HEAD_PREFIXES, weight_problems
 from .configuration_tucker_bert import TuckerBertConfig
 from .dropout import Dropout
 from .onednn import recompute_contexts
@@ -326,22 +327,10 @@ class TuckerBertPreTrainedModel(PreTrainedModel):
                 f"{pretrained_model_name_or_path}: weights do not match {cls.__name__} "
                 "(mismatched shapes: the config's ranks differ from the saved factors)"
             ) from e
-        problems = {
-            "missing": [k for k in info["missing_keys"] if _is_body_key(k)],
-            "unexpected": [k for k in info["unexpected_keys"] if _is_body_key(k)],
-            "mismatched": [k for k, *_ in info["mismatched_keys"]],
-        }
-        problems = {k: v for k, v in problems.items() if v}
-        if problems:
-            detail = "; ".join(f"{k}: {', '.join(sorted(v)[:4])}{' ...' if len(v) > 4 else ''}" for k, v in problems.items())
-            raise ValueError(f"{pretrained_model_name_or_path}: weights do not match {cls.__name__} ({detail})")
+        if (problem := weight_problems(info, HEAD_PREFIXES)) is not None:
+            raise ValueError(f"{pretrained_model_name_or_path}: weights do not match {cls.__name__} ({problem})")
         return (model, info) if want_info else model
 
-
-def _is_body_key(key: str) -> bool:
-    """Whether a state-dict key belongs to the embeddings or the factorized encoder."""
-    key = key.removeprefix(f"{TuckerBertPreTrainedModel.base_model_prefix}.")
-    return key.startswith(("embeddings.", "encoder."))
 
 
 class TuckerBertModel(TuckerBertPreTrainedModel):

@@ -1,7 +1,7 @@
 """The library verb `quantize_(model, QuantizationConfig())`: int8 dynamic quantization of every linear map,
 in place, for dense BERT, pruned BERT and TD models on CPU; and the int8 directory format that keeps it.
 
-A TD model is first folded (`decompose.fold_for_inference`): its factor projections become plain Linear maps
+A TD model is first folded (`fold_for_inference`): its factor projections become plain Linear maps
 (x Vᵀ, then [U C]ᵀ), which quantize like any other. Embeddings and LayerNorms stay fp32.
 
 On disk a quantized model is a Hugging Face directory whose config carries `xcompress_quantization`, and whose
@@ -23,6 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantLinear
 from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+from .formats import TUCKER, kind_of
+from .modeling_tucker_bert import fold_for_inference
 
 CONFIG_KEY = "xcompress_quantization"
 WEIGHTS = "model.safetensors"
@@ -53,13 +56,11 @@ def is_quantized(model: nn.Module) -> bool:
 
 def quantize_(model: nn.Module, config: QuantizationConfig | None = None) -> nn.Module:
     """Quantize every nn.Linear of `model` to int8 (dynamic activations), in place; returns the model."""
-    from decompose import fold_for_inference
-
     config = config or QuantizationConfig()
     if is_quantized(model):
         raise ValueError("the model is already quantized")
     model.eval()
-    folded = model.config.model_type == "tucker_bert"
+    folded = kind_of(model) == TUCKER
     if folded:
         fold_for_inference(model)
     with _quiet_ao():
@@ -92,8 +93,6 @@ def save_quantized(model: nn.Module, directory: Path) -> None:
 
 def load_quantized(model_dir: Path, model_class: type) -> nn.Module:
     """A quantized model saved by `save_quantized`, with its int8 weights exactly as saved."""
-    from decompose import fold_for_inference
-
     config = model_class.config_class.from_pretrained(str(model_dir))
     settings = getattr(config, CONFIG_KEY)
     model = model_class(config).eval()

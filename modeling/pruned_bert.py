@@ -4,20 +4,12 @@ transformers 5 dropped `prune_heads` and BertConfig has one head count and one i
 layer, so a physically pruned model gets its own `model_type`, `pruned_bert`: BertConfig plus
 `layer_num_heads` and `layer_intermediate_sizes`. The modeling classes are BERT's, with each layer's linear
 maps built at the pruned shapes; attention reshapes by head size, so fewer heads need no other change.
-Importing this module registers the type with the transformers Auto classes.
 """
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForSequenceClassification,
-    BertConfig,
-    BertForSequenceClassification,
-    BertModel,
-)
+from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 
 @strict
@@ -81,9 +73,5 @@ class PrunedBertForSequenceClassification(BertForSequenceClassification):
         resize_bert_layers(self.bert, config)
         self.post_init()
 
-
-AutoConfig.register(PrunedBertConfig.model_type, PrunedBertConfig, exist_ok=True)
-AutoModel.register(PrunedBertConfig, PrunedBertModel, exist_ok=True)
-AutoModelForSequenceClassification.register(PrunedBertConfig, PrunedBertForSequenceClassification, exist_ok=True)
 
 __all__ = ["PrunedBertConfig", "PrunedBertModel", "PrunedBertForSequenceClassification", "resize_bert_layers"]

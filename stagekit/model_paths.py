@@ -12,6 +12,8 @@ from typing import Any
 from .errors import InputError
 
 EMBEDDED_TEACHER = "all-MiniLM-L6-v2"
+# The files of a model directory that make its tokenizer; stages copy them beside the weights they write.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 _ALIASES = {EMBEDDED_TEACHER.lower(), f"sentence-transformers/{EMBEDDED_TEACHER}".lower()}
 
 

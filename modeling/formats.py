@@ -1,0 +1,70 @@
+"""The architectures xcompress reads, each registered once: its config class, its model classes per role, and what
+the stages may do with it.
+
+A new architecture is one entry in `ARCHITECTURES`. The int8 storage (`int8.py`) is not an architecture: it is a
+way of storing any of them, recognised by a key in config.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+
+from stagekit.errors import InputError
+
+from .configuration_tucker_bert import TuckerBertConfig
+from .modeling_tucker_bert import TuckerBertForMaskedLM, TuckerBertForSequenceClassification, TuckerBertModel
+from .pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, PrunedBertModel
+
+# What an architecture is, for the stages: a dense teacher (fine-tuned, factorized, distilled from), a TD
+# student, or a structurally pruned model.
+DENSE, TUCKER, PRUNED = "dense", "tucker", "pruned"
+# Roles a model is loaded in: the bare encoder, a sequence classifier, a masked-LM.
+ENCODER, CLASSIFIER, MASKED_LM = "encoder", "classifier", "masked_lm"
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    model_type: str
+    kind: str
+    config_class: type
+    classes: dict[str, type]  # role -> model class
+
+    def model_class(self, role: str, where: str) -> type:
+        if role not in self.classes:
+            raise InputError(f"{where}: a {self.model_type} model cannot be loaded as a {role.replace('_', '-')} model")
+        return self.classes[role]
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
+    Architecture("bert", DENSE, BertConfig,
+                 {ENCODER: BertModel, CLASSIFIER: BertForSequenceClassification, MASKED_LM: BertForMaskedLM}),
+    Architecture(TuckerBertConfig.model_type, TUCKER, TuckerBertConfig,
+                 {ENCODER: TuckerBertModel, CLASSIFIER: TuckerBertForSequenceClassification,
+                  MASKED_LM: TuckerBertForMaskedLM}),
+    Architecture(PrunedBertConfig.model_type, PRUNED, PrunedBertConfig,
+                 {ENCODER: PrunedBertModel, CLASSIFIER: PrunedBertForSequenceClassification}),
+)}
+
+KIND_NAMES = {DENSE: "a dense BERT", TUCKER: "a TD model", PRUNED: "a pruned BERT"}
+
+
+def architecture_of(config: Any, where: str, kinds: tuple[str, ...] | None = None) -> Architecture:
+    """The registered architecture of a config (a config.json dict or a transformers config), refused with one
+    line naming `where` when it is unknown or not one of `kinds`."""
+    model_type = config.get("model_type") if isinstance(config, dict) else config.model_type
+    arch = ARCHITECTURES.get(model_type)
+    if arch is None:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise InputError(f"{where}: model_type {model_type!r} is not one xcompress reads ({known})")
+    if kinds is not None and arch.kind not in kinds:
+        wanted = " or ".join(KIND_NAMES[k] for k in kinds)
+        raise InputError(f"{where}: {KIND_NAMES[arch.kind]} ({model_type}), not {wanted}")
+    return arch
+
+
+def kind_of(model_or_config: Any) -> str:
+    """DENSE, TUCKER or PRUNED for a loaded model or its config."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return architecture_of(config, type(model_or_config).__name__).kind

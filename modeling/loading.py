@@ -1,0 +1,59 @@
+"""One loader for every stage: a model directory (or the embedded alias) in a role, checked strictly.
+
+    model, model_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,))
+
+Every refusal is an InputError naming the flag: an unknown or unwanted architecture, unreadable weights, weights
+missing or of the wrong shape. A pooler may be absent; a head may be drawn afresh only where the caller says so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from stagekit.errors import InputError
+from stagekit.model_paths import read_config_dict, resolve_model_dir
+
+from .checks import weight_problems
+from .formats import CLASSIFIER, ENCODER, MASKED_LM, Architecture, architecture_of
+from .int8 import load_quantized, quantization_of
+
+# Keys a role may lack: an encoder its pooler (all-MiniLM-L6-v2 ships none), and, where the caller draws a new head
+# from its seed, that head.
+TOLERATED = {ENCODER: ("pooler.",), CLASSIFIER: (), MASKED_LM: ()}
+NEW_HEAD_PREFIXES = {ENCODER: (), CLASSIFIER: ("classifier.", "pooler.", "bert.pooler."), MASKED_LM: ("cls.",)}
+
+
+def inspect_model(name_or_path: str, flag: str, kinds: tuple[str, ...] | None = None
+                  ) -> tuple[Path, dict[str, Any], Architecture]:
+    """Directory, raw config.json and architecture of a model flag, checked before any weight is read."""
+    model_dir = resolve_model_dir(name_or_path, flag)
+    config = read_config_dict(model_dir, flag)
+    return model_dir, config, architecture_of(config, f"{flag} {name_or_path}", kinds)
+
+
+def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tuple[str, ...] | None = None,
+               config_updates: dict[str, Any] | None = None, new_head: bool = False) -> tuple[nn.Module, Path]:
+    """The model of a flag's value in `role` (ENCODER, CLASSIFIER, MASKED_LM), in eval mode, and its directory."""
+    from safetensors import SafetensorError
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its load report would list a new head as a problem; it is checked here
+    where = f"{flag} {name_or_path}"
+    model_dir, raw, arch = inspect_model(name_or_path, flag, kinds)
+    cls = arch.model_class(role, where)
+    if not any((model_dir / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        raise InputError(f"{where}: no model.safetensors in {model_dir}")
+    try:
+        if quantization_of(raw):
+            return load_quantized(model_dir, cls), model_dir
+        config = cls.config_class.from_pretrained(str(model_dir))
+        config.update(config_updates or {})
+        model, info = cls.from_pretrained(str(model_dir), config=config, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise InputError(f"{where}: cannot load weights ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
+    tolerated = TOLERATED[role] + (NEW_HEAD_PREFIXES[role] if new_head else ())
+    if (problem := weight_problems(info, tolerated)) is not None:
+        raise InputError(f"{where}: weights missing or mismatched for {cls.__name__} ({problem})")
+    return model.eval(), model_dir
