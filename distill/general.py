@@ -16,7 +16,6 @@ models/minilm-td-36-192) that is initialised randomly, or, with `--use_swap`, by
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,8 @@ from .checkpoint import checkpoint_dirs, load_training_state, parameter_checksum
 from .data import PregeneratedEpochs, read_vocab_ids
 from .dist import Distributed
 from .flags import check_training_flags
+from .loop import accumulate, micro_batch_size, optimizer_for, optimizer_step, write_log
 from .losses import DistillationLoss
-from .optim import linear_schedule, param_groups
 from .teacher import ScoringTeacher
 
 
@@ -71,6 +70,7 @@ class GeneralDistillConfig:
     overwrite_output_dir: bool = option(False)
     seed: int = option(42)
     do_lower_case: bool = option(False, help="accepted for TinyBERT compatibility (data is pre-tokenized)")
+    reduce_memory: bool = option(False, help="accepted for TinyBERT compatibility (epochs are read lazily)")
     quiet: bool = option(False)
 
 
@@ -84,7 +84,8 @@ class DistillationStep(nn.Module):
         super().__init__()
         self.student, self.loss = student, loss
 
-    def forward(self, batch, t_hidden, t_scores):
+    def forward(self, batch, teacher_out):
+        t_hidden, t_scores = teacher_out
         out = self.student(**batch, output_hidden_states=True, output_attention_scores=self.loss.student_score_layers)
         return self.loss(out.hidden_states, out.attention_scores, t_hidden, t_scores, batch["attention_mask"])
 
@@ -172,19 +173,17 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
                                student.config.hidden_size, teacher_bert.config.hidden_size, cfg.loss_layers)
     module = DistillationStep(student, loss_fn).to(dist.device)
 
-    micro = cfg.train_batch_size // (dist.world_size * cfg.gradient_accumulation_steps)
+    micro = micro_batch_size(cfg.train_batch_size, dist.world_size, cfg.gradient_accumulation_steps)
     if data.steps_per_epoch(0, cfg.train_batch_size) == 0:
         raise InputError(f"--train_batch_size {cfg.train_batch_size}: larger than an epoch of {cfg.pregenerated_data}")
     total = cfg.max_steps or max(1, int(cfg.num_train_epochs * data.steps_per_epoch(0, cfg.train_batch_size)))
-    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.learning_rate)
     latest = checkpoint_dirs(out)[-1] if cfg.resume else None
     state = load_training_state(latest) if latest is not None else None
     if state is not None:
         module.student.load_state_dict(type(student).from_pretrained(str(latest)).state_dict())
         module.loss.load_state_dict(state["loss"])
-    # Wrapping may replace the optimizer (Horovod builds a new one): schedule and restore state on what it returns.
-    model, optimizer = dist.wrap(module, optimizer, cfg.gradient_accumulation_steps)
-    scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total), total)
+    model, optimizer, scheduler = optimizer_for(module, cfg.learning_rate, cfg.weight_decay, cfg.warmup_proportion,
+                                                total, dist, cfg.gradient_accumulation_steps)
     start_step = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -211,6 +210,10 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     bar = tqdm(total=total, initial=start_step, desc="general distillation", unit="step",
                disable=not dist.is_main or cfg.quiet)
     epoch_ids: dict[int, Any] = {}
+
+    def targets(batch: dict[str, torch.Tensor]):
+        return teacher(**batch, score_layers=loss_fn.teacher_score_layers, hidden_layers=loss_fn.teacher_hidden_layers)
+
     started, first_loss, metrics = time.perf_counter(), None, {}
 
     # --- loop ---------------------------------------------------------------------------------------------
@@ -219,42 +222,24 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
         epoch, in_epoch = _position(step, lambda e: data.steps_per_epoch(e, cfg.train_batch_size))
         if epoch not in epoch_ids:
             epoch_ids = {epoch: data.example_ids(epoch, cfg.seed, dist.rank, dist.world_size)}
-        sums = {"loss": 0.0, "attention": 0.0, "hidden": 0.0}
-        for m in range(cfg.gradient_accumulation_steps):
-            t0 = time.perf_counter()
+
+        def micro_batch(m: int) -> dict[str, torch.Tensor]:
             first = (in_epoch * cfg.gradient_accumulation_steps + m) * micro
-            batch = {k: v.to(dist.device) for k, v in data.batch(epoch, epoch_ids[epoch][first:first + micro]).items()}
-            t1 = time.perf_counter()
-            with dist.compute():
-                t_hidden, t_scores = teacher(**batch, score_layers=loss_fn.teacher_score_layers,
-                                             hidden_layers=loss_fn.teacher_hidden_layers)
-            t2 = time.perf_counter()
-            with dist.accumulating(model, last=m == cfg.gradient_accumulation_steps - 1):
-                with dist.compute():
-                    losses = model(batch, t_hidden, t_scores)
-                (losses["loss"] / cfg.gradient_accumulation_steps).backward()
-            t3 = time.perf_counter()
-            for k in sums:
-                sums[k] += float(losses[k].detach()) / cfg.gradient_accumulation_steps
-            timing["data"] += t1 - t0
-            timing["teacher_forward"] += t2 - t1
-            timing["student_forward_backward"] += t3 - t2
+            return {k: v.to(dist.device) for k, v in data.batch(epoch, epoch_ids[epoch][first:first + micro]).items()}
+
+        sums = accumulate(model, dist, cfg.gradient_accumulation_steps, micro_batch, targets, timing)
         t4 = time.perf_counter()
-        dist.step(optimizer, module.parameters(), cfg.max_grad_norm)
-        scheduler.step()
-        optimizer.zero_grad()
+        optimizer_step(optimizer, scheduler, module.parameters(), cfg.max_grad_norm, dist)
         timing["optimizer_and_sync"] += time.perf_counter() - t4
         done = step + 1
         if done % cfg.log_steps == 0 or done == total or first_loss is None:
             metrics = dist.all_reduce_mean(sums)
             first_loss = metrics["loss"] if first_loss is None else first_loss
-            if log is not None:
-                elapsed = time.perf_counter() - started
-                log.write(json.dumps({"step": done, **metrics, "lr": scheduler.get_last_lr()[0],
-                                      "samples_per_second": (done - start_step) * cfg.train_batch_size / elapsed,
-                                      "seconds": elapsed}) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            elapsed = time.perf_counter() - started
+            write_log(log, {"step": done, **metrics, "lr": scheduler.get_last_lr()[0],
+                            "samples_per_second": (done - start_step) * cfg.train_batch_size / elapsed,
+                            "seconds": elapsed})
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         bar.update(1)
         if done % cfg.save_steps == 0 or done == total:
             _checkpoint(out, done, module, optimizer, scheduler, dist, tok_files, cfg.save_total_limit)

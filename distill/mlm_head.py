@@ -33,7 +33,7 @@ from stagekit.options import above, at_least, between, option
 from .checkpoint import write_model_files
 from .data import PregeneratedEpochs, rank_permutation, read_vocab_ids
 from .flags import check_training_flags
-from .optim import linear_schedule, param_groups
+from .loop import optimizer_for, optimizer_step
 
 
 @dataclasses.dataclass
@@ -111,9 +111,6 @@ def _training_batches(data: PregeneratedEpochs, cfg: FitMlmHeadConfig) -> list[t
 def run(cfg: FitMlmHeadConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     check_training_flags(cfg, 1)
-    for flag, value in (("--eval_examples", cfg.eval_examples), ("--encode_batch_size", cfg.encode_batch_size)):
-        if value < 1:
-            raise InputError(f"{flag} {value}: must be >= 1")
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     model, model_dir = _load(cfg)
     vocab = model_dir / "vocab.txt"
@@ -140,8 +137,7 @@ def run(cfg: FitMlmHeadConfig) -> dict[str, Any]:
     before = _accuracy(model, eval_h, eval_y)
     per_epoch = max(1, len(train_y) // cfg.train_batch_size)
     total = max(1, int(cfg.num_train_epochs * per_epoch))
-    optimizer = torch.optim.AdamW(param_groups(head, cfg.weight_decay), lr=cfg.learning_rate)
-    scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total), total)
+    _, optimizer, scheduler = optimizer_for(head, cfg.learning_rate, cfg.weight_decay, cfg.warmup_proportion, total)
     generator = torch.Generator().manual_seed(cfg.seed)
     log_rows = []
     bar = tqdm(total=total, desc="fit MLM head", unit="step", disable=cfg.quiet)
@@ -154,10 +150,7 @@ def run(cfg: FitMlmHeadConfig) -> dict[str, Any]:
         pick = order[(step % per_epoch) * cfg.train_batch_size:][:cfg.train_batch_size]
         loss = F.cross_entropy(model.cls(train_h[pick]), train_y[pick])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
+        optimizer_step(optimizer, scheduler, head.parameters(), cfg.max_grad_norm)
         log_rows.append({"step": step + 1, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
                          "seconds": time.perf_counter() - started})
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")

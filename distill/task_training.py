@@ -9,7 +9,6 @@ the global batch over ranks and accumulation steps, evaluates on dev every `eval
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +24,8 @@ from .classifier import evaluate_features
 from .data import rank_permutation
 from .dist import Distributed
 from .glue import GlueTask
+from .loop import accumulate, micro_batch_size, optimizer_for, optimizer_step, write_log
 from .losses import DistillationLoss
-from .optim import linear_schedule, param_groups
 from .task_data import TaskFeatures
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -108,13 +107,12 @@ class LoopSettings:
 def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTask, s: LoopSettings,
               dist: Distributed, out: Path, tokenizer_files: list[Path], log: TextIO | None) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
-    micro = s.train_batch_size // (dist.world_size * s.gradient_accumulation_steps)
+    micro = micro_batch_size(s.train_batch_size, dist.world_size, s.gradient_accumulation_steps)
     per_epoch = (len(train) // dist.world_size) // (micro * s.gradient_accumulation_steps)
     total = phase.max_steps or max(1, int(phase.num_train_epochs * per_epoch))
     objective = phase.objective.to(dist.device)
-    optimizer = torch.optim.AdamW(param_groups(objective, s.weight_decay), lr=phase.learning_rate)
-    wrapped, optimizer = dist.wrap(objective, optimizer, s.gradient_accumulation_steps)
-    scheduler = linear_schedule(optimizer, int(s.warmup_proportion * total), total)
+    wrapped, optimizer, scheduler = optimizer_for(objective, phase.learning_rate, s.weight_decay, s.warmup_proportion,
+                                                  total, dist, s.gradient_accumulation_steps)
     dist.broadcast_state(objective, optimizer)
     torch.manual_seed(s.seed + dist.rank)
     best = {"score": float("-inf"), "step": None, "metrics": None}
@@ -128,26 +126,17 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
         epoch, in_epoch = divmod(step, per_epoch)
         if epoch != order_epoch:
             order, order_epoch = rank_permutation(len(train), s.seed, epoch, dist.rank, dist.world_size), epoch
-        loss_sum = 0.0
-        for m in range(s.gradient_accumulation_steps):
+
+        def micro_batch(m: int) -> dict[str, torch.Tensor]:
             first = (in_epoch * s.gradient_accumulation_steps + m) * micro
-            batch = {k: v.to(dist.device) for k, v in train.batch(order[first:first + micro]).items()}
-            with dist.compute():
-                teacher_out = phase.teacher(batch) if phase.teacher is not None else None
-            with dist.accumulating(wrapped, last=m == s.gradient_accumulation_steps - 1):
-                with dist.compute():
-                    losses = wrapped(batch, teacher_out)
-                (losses["loss"] / s.gradient_accumulation_steps).backward()
-            loss_sum += float(losses["loss"].detach()) / s.gradient_accumulation_steps
-        dist.step(optimizer, objective.parameters(), s.max_grad_norm)
-        if phase.after_step is not None:
-            phase.after_step()
-        scheduler.step()
-        optimizer.zero_grad()
+            return {k: v.to(dist.device) for k, v in train.batch(order[first:first + micro]).items()}
+
+        losses = accumulate(wrapped, dist, s.gradient_accumulation_steps, micro_batch, phase.teacher)
+        optimizer_step(optimizer, scheduler, objective.parameters(), s.max_grad_norm, dist, phase.after_step)
         done = step + 1
         record = None
         if done % s.log_steps == 0 or done == total:
-            record = {"phase": phase.name, "step": done, "loss": dist.all_reduce_mean({"loss": loss_sum})["loss"],
+            record = {"phase": phase.name, "step": done, "loss": dist.all_reduce_mean({"loss": losses["loss"]})["loss"],
                       "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         if phase.evaluate and (done % s.eval_step == 0 or done == total):
             metrics = evaluate_features(phase.model, task, dev, s.eval_batch_size, dist)
@@ -158,9 +147,8 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
                 if dist.is_main:
                     save_model_dir(phase.model, out / "best", tokenizer_files)
             bar.set_postfix(dev=f"{metrics['score']:.4f}", best=f"{best['score']:.4f}")
-        if record is not None and log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+        if record is not None:
+            write_log(log, record)
         bar.update(1)
 
     # --- cleanup ------------------------------------------------------------------------------------------
