@@ -31,13 +31,14 @@ from distill.classifier import evaluate_features, load_classifier
 from distill.glue import dev_files, get_task, task_dir, train_file
 from distill.task_data import load_features, load_tokenizer
 from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
-from stagekit.atomic import check_output_dir, write_json
+from modeling.params import GROUPS
+from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES
 from stagekit.options import option
 
 from .measure import parameter_counts, size_on_disk
-from .prune_unstructured import GROUPS, compressed_size, sparsity
+from .prune_unstructured import compressed_size, sparsity
 from .pruning import KINDS, PruningConfig, prune_
 
 WEIGHTS = "model.safetensors"
@@ -182,15 +183,34 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
     if cfg.importance == "taylor" and cfg.pruning_type != "unstructured":
         importance = load_features(task, train_file(task, cfg.data_dir, aug=False), tokenizer, cfg.max_seq_length,
                                    cfg.importance_examples, cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "prune_config.json", dataclasses.asdict(cfg))
+    # Built under a hidden name beside --output_dir and published whole: an interrupted sweep leaves nothing
+    # under the user's name, and the same command starts it again.
+    work = fresh_dir(partial_dir(out))
+    try:
+        summary = _sweep(cfg, settings, task, model, model_dir, dev, importance, work)
+        summary |= {"output_dir": str(out), "seconds": time.perf_counter() - started}
+        write_json(work / "prune_config.json", dataclasses.asdict(cfg))
+        sweep = cfg.pruning_type == "structured" and len(summary["rows"]) > 1
+        plots = _plots(summary, work / "plots") if sweep else []
+        summary["plots"] = [str(out / Path(p).relative_to(work)) for p in plots]
+        (work / "prune_results.md").write_text(report(summary) + "\n")
+        write_json(work / "prune_summary.json", summary)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    publish_dir(work, out)
+    return summary
 
+
+def _sweep(cfg: PruneConfig, settings: dict[str, Setting], task, model, model_dir: Path, dev, importance,
+           work: Path) -> dict[str, Any]:
+    """Every setting pruned (and recovered) into `work`, scored against the original; the summary's rows."""
     original = _row("original", model, model_dir, evaluate_features(model, task, dev, cfg.eval_batch_size))
     single = len(settings) == 1
     rows, dirs = [], {}
     for name, setting in settings.items():
         source = dirs[setting.source] if setting.source else model_dir
-        target = out if single else out / name
+        target = work if single else work / name
         info, recovered = _prune_and_recover(cfg, setting.pruning, source, target, task, importance)
         final, _ = load_classifier(str(target), "--output_dir", task, need_task_model=True)
         # A recovered model was scored on this dev file (its first) by the recovery run itself.
@@ -203,13 +223,8 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
         if not cfg.quiet:
             print(f"prune {name}: dev {row['score']:.4f} ({row['percent_of_original']:.1f}% of "
                   f"{original['score']:.4f}), {row['size_on_disk_bytes'] / 1e6:.1f} MB", flush=True)
-    summary = {"task": task.name, "model": str(model_dir), "pruning_type": cfg.pruning_type, "original": original,
-               "rows": rows, "output_dir": str(out), "seconds": time.perf_counter() - started,
-               "config": dataclasses.asdict(cfg)}
-    summary["plots"] = _plots(summary, out / "plots") if cfg.pruning_type == "structured" and len(rows) > 1 else []
-    (out / "prune_results.md").write_text(report(summary) + "\n")
-    write_json(out / "prune_summary.json", summary)
-    return summary
+    return {"task": task.name, "model": str(model_dir), "pruning_type": cfg.pruning_type, "original": original,
+            "rows": rows, "config": dataclasses.asdict(cfg)}
 
 
 def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, target: Path, task,
@@ -229,7 +244,9 @@ def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, t
         tokenizer_files = [source / f for f in TOKENIZER_FILES if (source / f).is_file()]
         save_model_dir(model, work / "pruned", tokenizer_files)
         if cfg.num_train_epochs > 0 or cfg.max_steps:
-            metrics = _recover(cfg, work / "pruned", work, task.name, keep_sparsity=pruning.kind == "unstructured")
+            metrics = _recover(cfg, work / "pruned", work / "recovery", task.name,
+                               keep_sparsity=pruning.kind == "unstructured")
+            publish_model(work, work / "recovery")
         else:
             publish_model(work, work / "pruned")
         source = work
@@ -263,7 +280,7 @@ def _recover(cfg: PruneConfig, pruned: Path, out: Path, task_name: str, keep_spa
         from distill.finetune import run as finetune
 
         summary = finetune(FinetuneConfig(model=str(pruned), **common))
-    shutil.rmtree(out / "best", ignore_errors=True)  # the best checkpoint is the published model at the top
+    shutil.rmtree(out / "best", ignore_errors=True)  # the best checkpoint is the model published at the top
     return next(iter(summary["dev"].values()))
 
 

@@ -124,7 +124,7 @@ class Distributed:
 
     def compute(self):
         """The context for forward passes: bf16 autocast on GPUs that support it (no loss scaling needed); on CPU
-        full precision, with the linear products computed by oneDNN (decompose/onednn.py)."""
+        full precision, with the linear products computed by oneDNN (modeling/onednn.py)."""
         if self.device.type == "cpu":
             return onednn.products(self.device)
         enabled = self.device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -5,13 +5,14 @@ output directory (config, log, `best/`, the final model at the top), and the fin
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stagekit.atomic import check_output_dir, write_json
+from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES
 from stagekit.options import above, at_least, between, option
@@ -66,6 +67,9 @@ class TaskRun:
         self.task = get_task(self.cfg.task_name)
         task_dir(self.cfg.data_dir, self.task)  # a wrong --data_dir is named before any model is loaded
         self.out = check_output_dir(self.cfg.output_dir, self.cfg.overwrite_output_dir)
+        # Everything is written under a hidden name beside --output_dir and published whole at the end: an
+        # interrupted run leaves nothing under the user's name, and the same command starts it again.
+        self.work = partial_dir(self.out)
         self.log = None
         return self
 
@@ -73,6 +77,8 @@ class TaskRun:
         try:
             if self.log is not None:
                 self.log.close()
+            if exc is not None and self.dist.is_main:
+                shutil.rmtree(self.work, ignore_errors=True)
             if exc is not None and (failure := self.dist.peer_failure(exc)) is not None:
                 raise failure from exc
         finally:
@@ -100,11 +106,11 @@ class TaskRun:
             raise InputError(f"--train_batch_size {cfg.train_batch_size}: larger than the {len(self.train)} "
                              f"training examples of {path}")
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / f"{self.stage.replace('-', '_')}_config.json",
+            fresh_dir(self.work)
+            write_json(self.work / f"{self.stage.replace('-', '_')}_config.json",
                        dataclasses.asdict(cfg) | {"world_size": self.dist.world_size, "backend": self.dist.backend,
                                                   "train_file": str(path), "train_examples": len(self.train)})
-            self.log = open(self.out / "log.jsonl", "a")
+            self.log = open(self.work / "log.jsonl", "a")
         self.dist.barrier()
 
     def settings(self) -> LoopSettings:
@@ -113,14 +119,14 @@ class TaskRun:
     def run_phase(self, phase: Phase) -> dict[str, Any]:
         if self.cfg.keep_sparsity:
             phase.after_step = SparsityMask(phase.model)
-        return run_phase(phase, self.train, self.dev, self.task, self.settings(), self.dist, self.out,
+        return run_phase(phase, self.train, self.dev, self.task, self.settings(), self.dist, self.work,
                          self.tokenizer_files, self.log)
 
     def finish(self, phases: list[dict[str, Any]]) -> dict[str, Any]:
-        """Publish the final model (the best dev checkpoint, or the last phase's model when it was not
-        evaluated) at the top of the output directory, and evaluate it on every dev file."""
+        """Put the final model (the best dev checkpoint, or the last phase's model when it was not evaluated) at
+        the top of the output, evaluate it on every dev file, and publish the output directory."""
         evaluated = phases[-1]["best_step"] is not None
-        final_dir = self.out / ("best" if evaluated else phases[-1]["phase"])
+        final_dir = self.work / ("best" if evaluated else phases[-1]["phase"])
         self.dist.barrier()
         results = {}
         if evaluated:
@@ -134,10 +140,13 @@ class TaskRun:
                    "dev": results, "seconds": time.perf_counter() - self.started,
                    "output_dir": str(self.out), "config": dataclasses.asdict(self.cfg)}
         if self.dist.is_main:
-            publish_model(self.out, final_dir)
+            publish_model(self.work, final_dir)
             if results:
-                write_json(self.out / "eval_results.json", results)
-            write_json(self.out / f"{self.stage.replace('-', '_')}_summary.json", summary)
+                write_json(self.work / "eval_results.json", results)
+            write_json(self.work / f"{self.stage.replace('-', '_')}_summary.json", summary)
+            self.log.close()
+            self.log = None
+            publish_dir(self.work, self.out)
         self.dist.barrier()
         return summary | {"is_main": self.dist.is_main}
 

@@ -6,6 +6,8 @@ never a half-written directory under the user's name.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -52,6 +54,18 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_dir(tmp, out)
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Put the complete directory `tmp` at `out`, replacing what was there.
+
+    Linux swaps the two in one step (renameat2 with RENAME_EXCHANGE), so `out` always holds a complete output.
+    Where the file system cannot, two renames: between them the old output waits under a hidden name beside
+    `out`, so a process that dies there loses nothing."""
+    if out.exists() and _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old output
+        return
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -59,6 +73,35 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the C library or the file system cannot (then nothing moved)."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def partial_dir(out: Path) -> Path:
+    """Where a stage that runs on several ranks builds `out` before publishing it: one hidden name beside it that
+    every rank derives alike. A run that was killed leaves it behind, and the same command's next run replaces it."""
+    return out.parent / f".{out.name}.partial"
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty directory at `path`, whatever an earlier, interrupted run left there."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

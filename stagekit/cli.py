@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -63,8 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stage = next((a for a in argv if a in STAGES), None)
     args = build_parser(stage).parse_args(argv)
     module = stage_module(args.command)
+    # SIGTERM (a scheduler's time limit, a launcher stopping its workers, `kill`) unwinds like an exception, so the
+    # stages' cleanup runs: no partial output is left under the user's name.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    cfg = None
     try:
-        summary = module.run(config_from_namespace(module.CONFIG, args))
+        cfg = config_from_namespace(module.CONFIG, args)
+        summary = module.run(cfg)
     except InputError as e:
         print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -72,13 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xcompress {args.command}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        if (line := os_error_line(e)) is None:
+        if (line := os_error_line(e, getattr(cfg, "output_dir", None))) is None:
             raise
         print(f"xcompress {args.command}: error: {line}", file=sys.stderr)
         return 1
     if summary.get("is_main", True):  # under a launcher, one report (rank 0's), not one per rank
         print(module.report(summary))
     return 0
+
+
+def _exit_on_sigterm(signum, frame):
+    sys.exit(128 + signum)
 
 
 def run_as_program(argv: Sequence[str] | None = None) -> None:

@@ -16,12 +16,14 @@ class StageFailure(Exception):
     """A pipeline stage exited with an error (its own message is above); the CLI prints one line, exits 1."""
 
 
-def os_error_line(e: BaseException) -> str | None:
+def os_error_line(e: BaseException, output: str | None) -> str | None:
     """One line for an operating-system error (no space, permission denied, read-only file system), naming the path
-    and the cause; safetensors reports the same errors as its own type. None for anything else (a bug: traceback)."""
+    and the cause, or None for anything else (a bug: the traceback is wanted). A write to an open file names no
+    path: then it is the stage's `output`. safetensors reports the same errors as its own type."""
     if isinstance(e, OSError):
-        where = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
-        return f"{where}: {e.strerror}" if where and e.strerror else str(e)
+        where = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None) or output
+        cause = e.strerror or str(e)
+        return f"{where}: {cause}" if where else cause
     if type(e).__module__.split(".")[0] == "safetensors":
-        return f"cannot write or read model weights ({str(e).splitlines()[0]})"
+        return f"{output}: cannot write or read model weights ({str(e).splitlines()[0]})"
     return None

@@ -194,3 +194,32 @@ def test_bad_input_is_refused_before_anything_is_written(teacher, student, glue,
     assert not out.exists()
     r = run_cli("evaluate", "--model", str(teacher), "--task_name", "MRPC", "--data_dir", str(glue))
     assert r.returncode == 2 and "was trained on SST-2, not MRPC" in r.stderr
+
+
+@pytest.mark.slow
+def test_finetune_stopped_by_sigterm_leaves_nothing_and_the_same_command_runs_again(glue, tmp_path):
+    """A scheduler's SIGTERM in the middle of training: nothing under --output_dir, no partial directory kept, and
+    the same command line then runs to the end (it used to be refused as a non-empty output directory)."""
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "teacher"
+    cmd = [str(Path(sys.executable).parent / "xcompress"), "finetune", "--model", "all-MiniLM-L6-v2", "--task_name",
+           "SST-2", "--data_dir", str(glue), "--output_dir", str(out), "--max_train_examples", "64",
+           "--train_batch_size", "8", "--max_steps", "60", "--eval_step", "1000", "--max_seq_length", "32", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / ".teacher.partial"
+    deadline = time.time() + 300
+    while not (partial / "finetune_config.json").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "finetune ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert list(tmp_path.iterdir()) == [], "an interrupted finetune left files behind"
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert (out / "model.safetensors").is_file() and (out / "finetune_summary.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]
