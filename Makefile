@@ -1,8 +1,9 @@
-# make demo: set up, then the main job on the embedded defaults.  make test: set up, then the suite.
+# make demo: set up, then the main job on the embedded defaults.  make test: set up, then the whole suite.
+# make test-quick: the suite without the end-to-end runs.  make docs: the stage pages' flag tables, from the code.
 PY := .venv/bin/python
 STAMP := .venv/.xcompress-setup
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-quick docs bench clean
 
 setup: $(STAMP)
 
@@ -15,6 +16,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+docs: setup
+	$(PY) -m stagekit.docs
 
 bench: setup
 	$(PY) benchmarks/decompose.py

@@ -32,10 +32,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from compress.measure import dummy_batch, size_on_disk  # noqa: E402
-from modeling import TuckerBertModel  # noqa: E402
-from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks  # noqa: E402
-from decompose.stage import DecomposeConfig, load_dense_teacher, run as run_decompose  # noqa: E402
+from decompose.stage import DecomposeConfig  # noqa: E402
+from decompose.stage import run as run_decompose
 from decompose.tucker import decompose_fast, decompose_hooi, relative_errors  # noqa: E402
+from modeling import TuckerBertModel  # noqa: E402
+from modeling.formats import DENSE, ENCODER  # noqa: E402
+from modeling.loading import load_model  # noqa: E402
+from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks  # noqa: E402
 from stagekit.model_paths import embedded_teacher_dir  # noqa: E402
 
 MINILM_CONFIGS = [(36, 192), (20, 112), (36, 64)]
@@ -168,7 +171,7 @@ def main() -> None:
     result = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
     teacher_dir = embedded_teacher_dir()
-    teacher = load_dense_teacher(teacher_dir)
+    teacher, _ = load_model(str(teacher_dir), "--teacher_model", ENCODER, kinds=(DENSE,))
     W = stack_encoder_blocks(teacher, "san_ffn", dtype=torch.float32)
     print("Factorization (float32 input; errors measured in float64)")
     rows = factorization_rows("minilm-72x384x384-real", W, MINILM_CONFIGS,

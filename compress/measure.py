@@ -89,7 +89,7 @@ def run_measuring_rss(cmd: list[str], cwd: str | Path, env: dict[str, str] | Non
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Encoder parameters (DESIGN.md's convention: weight matrices and linear biases, no LayerNorm) and all
+    """Encoder parameters (the paper's convention, docs/design.md: weight matrices and linear biases, no LayerNorm) and all
     parameters, int8 weights of quantized Linear maps included."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantLinear
 

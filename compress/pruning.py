@@ -19,11 +19,12 @@ from torch import nn
 
 from modeling.formats import DENSE, KIND_NAMES, PRUNED, TUCKER, kind_of
 from modeling.int8 import quantization_of
+from modeling.params import GROUPS
 
 from .importance import METHODS, unit_importance
 from .prune_rank import check_ranks, prune_ranks, rank_reducer
 from .prune_structured import Target, current_sizes, head_ffn_reducer, keep_indices, plan_counts, prune_heads_and_ffn
-from .prune_unstructured import GROUPS, magnitude_prune, sparsity
+from .prune_unstructured import magnitude_prune, sparsity
 
 KINDS = ("structured", "rank", "unstructured")
 _KINDS = {"structured": (DENSE, PRUNED), "rank": (TUCKER,)}

@@ -185,7 +185,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {r['label']} | {r['backend']}{' int8' if r['quantized'] and 'int8' not in r['backend'] else ''} | "
                      f"{r['encoder_params']:,} | {r['total_params']:,} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
                      f"{r['latency_b1_s'] * 1e3:.1f} | {r['latency_b32_s'] * 1e3:.1f} | {r['score']:.4f} | {pct} |")
-    lines += ["", "Encoder parameters follow DESIGN.md (weight matrices and linear biases; a TD model's factors). An "
+    lines += ["", "Encoder parameters follow the paper's convention (weight matrices and linear biases; a TD model's factors). An "
               "int8 TD model runs folded (plain matrices, no shared factors), so it counts more encoder parameters "
               "than its fp32 source; embeddings stay fp32 in PyTorch int8.", ""]
     lines += [f"![{p}]({p})" for p in summary["plots"]]

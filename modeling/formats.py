@@ -57,7 +57,7 @@ def architecture_of(config: Any, where: str, kinds: tuple[str, ...] | None = Non
     arch = ARCHITECTURES.get(model_type)
     if arch is None:
         known = ", ".join(sorted(ARCHITECTURES))
-        raise InputError(f"{where}: model_type {model_type!r} is not one xcompress reads ({known})")
+        raise InputError(f"{where}: model_type is {model_type!r}, not one xcompress reads ({known})")
     if kinds is not None and arch.kind not in kinds:
         wanted = " or ".join(KIND_NAMES[k] for k in kinds)
         raise InputError(f"{where}: {KIND_NAMES[arch.kind]} ({model_type}), not {wanted}")

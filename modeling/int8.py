@@ -42,7 +42,7 @@ class QuantizationConfig:
 @contextlib.contextmanager
 def _quiet_ao() -> Iterator[None]:
     """torch.ao warns on every quantized-tensor creation that the API is deprecated; once per run is enough
-    (it is documented in the README), not once per matrix."""
+    (docs/stages/quantize.md says so), not once per matrix."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")

@@ -1,6 +1,6 @@
 """Cut a BERT encoder's weight matrices into h x h blocks and stack them into one (n, h, h) tensor.
 
-Per layer, in this order (DESIGN.md): Q, K, V, O, the FFN input matrix cut into 4 row blocks
+Per layer, in this order (docs/design.md): Q, K, V, O, the FFN input matrix cut into 4 row blocks
 (`ffn_in_0..3`), the FFN output matrix cut into 4 column blocks (`ffn_out_0..3`). `ops` chooses which of
 them are factorized: `san_ffn` (all 12), `san` (Q, K, V, O), `ffn` (the 8 FFN blocks). Every block is in
 nn.Linear layout (out, in), so block i acts as y = x @ W[i].T.

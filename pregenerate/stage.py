@@ -31,7 +31,7 @@ from .tokenize import read_vocab, vocab_digest, vocab_file
 
 CONFIG_FILE, SUMMARY_FILE = "pregenerate_config.json", "pregenerate_summary.json"
 # Fields that do not change what is generated: a rerun differing only in these resumes the same run.
-_NOT_IDENTITY = {"output_dir", "num_workers", "overwrite_output_dir", "epochs_to_generate", "quiet"}
+_NOT_IDENTITY = {"output_dir", "num_workers", "overwrite_output_dir", "epochs_to_generate", "quiet", "reduce_memory"}
 
 
 @dataclasses.dataclass
@@ -41,6 +41,7 @@ class PregenerateConfig:
     bert_model: str = option(help="model directory with vocab.txt, or all-MiniLM-L6-v2")
     output_dir: str = option()
     do_lower_case: bool = option(False)
+    reduce_memory: bool = option(False, help="accepted for TinyBERT compatibility (memory is flat: the corpus is streamed)")
     epochs_to_generate: int = option(3)
     max_seq_len: int = option(128)
     short_seq_prob: float = option(0.1)

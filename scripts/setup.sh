@@ -68,7 +68,7 @@ fi
 
 # From Debian, as root: SLURM's client commands submit jobs (`xcompress submit`) and the tests start a one-node
 # cluster of their own (slurmctld, slurmd, munged); tcmalloc, which the training stages preload when present
-# (compress/allocator.py: faster steps, flat peak memory). Nothing is started or configured here.
+# (stagekit/allocator.py: faster steps, flat peak memory). Nothing is started or configured here.
 if ! command -v sbatch >/dev/null 2>&1 || [[ ! -x /usr/sbin/slurmd || ! -x /usr/sbin/munged ]] \
     || ! ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -56,7 +56,7 @@ def option(default: Any = dataclasses.MISSING, *, help: str | None = None, choic
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _value_type(annotation: Any) -> type:
+def value_type(annotation: Any) -> type:
     """int for `int` and for `int | None`."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
@@ -68,7 +68,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         meta = f.metadata
-        kind = _value_type(hints[f.name])
+        kind = value_type(hints[f.name])
         kwargs: dict[str, Any] = {"help": argparse.SUPPRESS if meta.get(_HIDDEN) else meta.get(_HELP)}
         if meta.get(_CHOICES):
             kwargs["choices"] = meta[_CHOICES]

@@ -5,8 +5,8 @@ import shutil
 import pytest
 from transformers import AutoModel
 
-from stagekit.cli import main
 from modeling import TuckerBertModel
+from stagekit.cli import main
 from tests.conftest import REPO, run_cli
 
 

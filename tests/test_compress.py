@@ -178,8 +178,8 @@ def test_int8_teacher_loses_at_most_a_point_in_pytorch_and_onnxruntime(int8_teac
 def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
-    from modeling.int8 import load_quantized, quantize_, save_quantized
     from modeling import TuckerBertForSequenceClassification, fold_for_inference
+    from modeling.int8 import load_quantized, quantize_, save_quantized
 
     model = TuckerBertForSequenceClassification.from_pretrained(str(td_student), num_labels=2).eval()
     ids = torch.randint(1000, 30000, (4, 40), generator=torch.Generator().manual_seed(0))
@@ -226,7 +226,7 @@ def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_co
 BAD = {
     "amount_out_of_range": (["prune", "--pruning_type", "unstructured", "--amount", "1.0"], "must be in [0, 1)"),
     "too_many_heads": (["prune", "--layer_num_heads", "12,12,12,12,12,13"], "cannot keep"),
-    "rank_on_dense": (["prune", "--pruning_type", "rank", "--target_rank_dim", "64"], "needs a tucker_bert model"),
+    "rank_on_dense": (["prune", "--pruning_type", "rank", "--target_rank_dim", "64"], "rank pruning needs a TD model, not a dense BERT"),
     "no_target": (["prune"], "give --target_num_of_heads"),
 }
 

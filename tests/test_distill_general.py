@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertModel
 
-from stagekit.cli import main
-from stagekit.errors import InputError
-from modeling import TuckerBertModel
 from distill.data import PregeneratedEpochs, read_vocab_ids
 from distill.losses import DistillationLoss, attention_loss, layer_map
 from distill.teacher import ScoringTeacher
+from modeling import TuckerBertModel
+from stagekit.cli import main
+from stagekit.errors import InputError
 from tests.conftest import REPO
 
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"

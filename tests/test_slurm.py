@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stagekit.cli import main
 from distill.data import PregeneratedEpochs, read_vocab_ids
+from stagekit.cli import main
 from tests.conftest import REPO
 
 DAEMONS = ("munged", "slurmctld", "slurmd")

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks
 from decompose.tucker import SharedTucker, decompose_fast, decompose_hooi, relative_errors
+from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks
 
 
 def _low_rank_stack(n=20, h=24, l=5, d=6, seed=0):
