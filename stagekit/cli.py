@@ -13,6 +13,7 @@ import argparse
 import importlib
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = stage_module(args.command)
     # SIGTERM (a scheduler's time limit, a launcher stopping its workers, `kill`) unwinds like an exception, so the
     # stages' cleanup runs: no partial output is left under the user's name.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set a handler
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cfg = None
     try:
         cfg = config_from_namespace(module.CONFIG, args)

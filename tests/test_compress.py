@@ -33,6 +33,7 @@ def _load(model_dir, task):
     return load_classifier(str(model_dir), "--model", task, need_task_model=True)[0]
 
 
+@pytest.mark.slow
 def test_structured_pruning_removes_rows_and_taylor_scores_matter(sst2_teacher, glue_copy, tmp_path):
     from compress.importance import unit_importance
     from compress.prune_structured import head_ffn_reducer, prune_heads_and_ffn
@@ -100,6 +101,7 @@ def test_rank_pruning_shrinks_td_factors(td_student, tmp_path):
         assert torch.allclose(model(input_ids=ids).logits, again(input_ids=ids).logits)
 
 
+@pytest.mark.slow
 def test_prune_stage_sweep_reuses_the_head_pruned_model(sst2_teacher, glue_copy, tmp_path):
     out = tmp_path / "sweep"
     assert main(["prune", "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
@@ -123,6 +125,7 @@ def test_prune_stage_sweep_reuses_the_head_pruned_model(sst2_teacher, glue_copy,
     assert {p.name for p in (out / "plots").iterdir()} == {"score_vs_heads.png", "size_vs_heads.png"}
 
 
+@pytest.mark.slow
 def test_iterative_magnitude_pruning_keeps_its_sparsity(sst2_teacher, glue_copy, tmp_path):
     from compress.prune_unstructured import sparsity
 
@@ -151,6 +154,7 @@ def int8_teacher(sst2_teacher, glue_copy, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_int8_teacher_loses_at_most_a_point_in_pytorch_and_onnxruntime(int8_teacher, glue_copy, tmp_path):
     summary = json.loads((int8_teacher / "quantize_summary.json").read_text())
     rows = {r["backend"]: r for r in summary["rows"]}
@@ -204,6 +208,7 @@ def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
         quantize_(again)
 
 
+@pytest.mark.slow
 def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_copy, tmp_path):
     out = tmp_path / "report"
     r = run_cli("report", "--task_name", "SST-2", "--data_dir", str(glue_copy), "--output_dir", str(out),
@@ -231,6 +236,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_pruning_input_exits_2_and_writes_nothing(case, sst2_teacher, glue_copy, tmp_path, capsys):
     args, message = BAD[case]
@@ -242,6 +248,7 @@ def test_bad_pruning_input_exits_2_and_writes_nothing(case, sst2_teacher, glue_c
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.slow
 def test_quantizing_a_quantized_model_is_refused(int8_teacher, tmp_path, capsys):
     assert main(["quantize", "--model", str(int8_teacher), "--output_dir", str(tmp_path / "again")]) == 2
     assert "already quantized" in capsys.readouterr().err and not (tmp_path / "again").exists()

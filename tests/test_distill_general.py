@@ -113,6 +113,7 @@ def test_reader_is_deterministic_sharded_and_lazy(pregenerated, teacher_dir):
     data.close()
 
 
+@pytest.mark.slow
 def test_single_process_loss_decreases_and_checkpoint_reloads(pregenerated, student, tmp_path):
     out = tmp_path / "gd"
     assert main(["general-distill", *_args(pregenerated, student, out, "--max_steps", "30", "--save_steps", "10",
@@ -128,6 +129,7 @@ def test_single_process_loss_decreases_and_checkpoint_reloads(pregenerated, stud
     assert not torch.equal(reloaded.encoder.factors.G, _weights(student)["encoder.factors.G"])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(pregenerated, student, tmp_path):
     ref = tmp_path / "ref"
     common = ["--max_steps", "16", "--save_steps", "4", "--seed", "3"]
@@ -163,6 +165,7 @@ LAUNCHERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_ranks_learn_and_stay_identical(launcher, pregenerated, student, tmp_path):
     out = tmp_path / launcher
@@ -182,6 +185,7 @@ def test_two_ranks_learn_and_stay_identical(launcher, pregenerated, student, tmp
     assert log[-1]["loss"] < 0.8 * log[0]["loss"]
 
 
+@pytest.mark.slow
 def test_dead_rank_makes_the_other_exit_with_a_clear_error(pregenerated, student, tmp_path):
     """Two ranks started as srun would start them (no agent watching): kill one, the other must not hang."""
     out = tmp_path / "dead"

@@ -30,6 +30,7 @@ def _pipeline(work, gd_steps, with_failing_stage):
     return {"work_dir": str(work), "vars": {"teacher": "all-MiniLM-L6-v2"}, "stages": stages}
 
 
+@pytest.mark.slow
 def test_pipeline_runs_reports_failure_and_resumes(tmp_path):
     work, config = tmp_path / "work", tmp_path / "pipe.yaml"
     config.write_text(yaml.safe_dump(_pipeline(work, 4, True), sort_keys=False))
@@ -71,7 +72,7 @@ BAD = {
     "launcher_for_one_process": ("stages:\n  - stage: decompose\n    launcher: torchrun:2\n    args: {teacher_model: x}\n",
                                  ":4: stage decompose runs on one process"),
     "bad_value": ("stages:\n  - stage: general-distill\n    args: {teacher_model: x, student_model: y, "
-                  "pregenerated_data: z, max_steps: many}\n", "--max_steps/--max-steps: invalid int value: 'many'"),
+                  "pregenerated_data: z, max_steps: many}\n", "--max_steps: invalid int value: 'many'"),
     "missing_required": ("stages:\n  - stage: decompose\n", "the following arguments are required: --teacher_model"),
     "not_yaml": ("stages: [\n", "not valid YAML"),
     "prune_amount": ("stages:\n  - stage: prune\n    args: {model: m, task_name: SST-2, data_dir: d, "

@@ -161,6 +161,7 @@ def test_rerun_resumes_and_adds_epochs(tmp_path, tiny_run):
     assert summary["epochs"][0]["resumed"] is True
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_leaves_no_partial_epoch_and_resumes(tmp_path, tiny_run):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pregenerate", "--train_corpus", str(DUMP), "--bert_model", "all-MiniLM-L6-v2",

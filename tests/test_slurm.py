@@ -168,6 +168,7 @@ def student(work):
     return out
 
 
+@pytest.mark.slow
 def test_pregeneration_array_writes_one_shard_per_dump_part(shards, teacher_dir):
     assert sorted(p.name for p in shards.iterdir()) == ["shard_000", "shard_001"]
     one = json.loads((shards / "shard_000/pregenerate_summary.json").read_text())["instances_per_epoch"][0]
@@ -177,6 +178,7 @@ def test_pregeneration_array_writes_one_shard_per_dump_part(shards, teacher_dir)
     data.close()
 
 
+@pytest.mark.slow
 def test_two_task_horovod_general_distillation_under_srun(slurm, work, shards, student, capsys):
     out = work / "gd"
     assert submit(work, "--wait", "--ntasks_per_node", "2", "general-distill", "--teacher_model", "all-MiniLM-L6-v2",
@@ -207,6 +209,7 @@ stages:
     return path
 
 
+@pytest.mark.slow
 def test_pipeline_runs_as_a_chain_of_jobs_in_order(slurm, work, shards, capsys):
     config = _pipeline(work, "chain", "all-MiniLM-L6-v2", shards)
     assert submit(work, "--wait", "pipeline", str(config)) == 0
@@ -219,6 +222,7 @@ def test_pipeline_runs_as_a_chain_of_jobs_in_order(slurm, work, shards, capsys):
     assert "every stage is complete" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_failing_job_fails_submit_and_cancels_its_dependents(slurm, work, shards, capsys):
     config = _pipeline(work, "failing", str(work / "no-such-teacher"), shards)
     assert submit(work, "--wait", "pipeline", str(config)) == 1
@@ -227,6 +231,7 @@ def test_a_failing_job_fails_submit_and_cancels_its_dependents(slurm, work, shar
     assert "CANCELLED" in err and not (work / "failing/gd").exists()
 
 
+@pytest.mark.slow
 def test_slurm_refusals_are_shown_verbatim_and_nothing_is_left(slurm, work, shards, capsys):
     decompose = ["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--rank_layer", "12", "--rank_dim", "32",
                  "--output_dir", str(work / "never")]

@@ -11,6 +11,9 @@ import pytest
 from stagekit.cli import main
 from tests.conftest import FAST, REPO, run_cli
 
+# Every test here trains on real SST-2 (the fine-tuned teacher, the masked-LM head): the demo-sized runs.
+pytestmark = pytest.mark.slow
+
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"
 GLUE = REPO / "data/glue_data"
 SAMPLE = REPO / "data/wiki/enwiki-sample-206pages.xml.bz2"
@@ -196,7 +199,6 @@ def test_bad_input_is_refused_before_anything_is_written(teacher, student, glue,
     assert r.returncode == 2 and "was trained on SST-2, not MRPC" in r.stderr
 
 
-@pytest.mark.slow
 def test_finetune_stopped_by_sigterm_leaves_nothing_and_the_same_command_runs_again(glue, tmp_path):
     """A scheduler's SIGTERM in the middle of training: nothing under --output_dir, no partial directory kept, and
     the same command line then runs to the end (it used to be refused as a non-empty output directory)."""
