@@ -83,8 +83,8 @@ def interleaved_latency(fp32_dir: Path, int8_dir: Path, rounds: int = 3, repeats
     sys.path.insert(0, str(REPO))
     from compress.measure import cpu_latency
     from compress.onnx_export import FP32_FILE, INT8_FILE, OnnxClassifier
+    from corpora.glue import get_task
     from distill.classifier import load_classifier
-    from distill.glue import get_task
 
     task = get_task("SST-2")
     fp32, _ = load_classifier(str(fp32_dir), "--model", task, need_task_model=True)

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from corpora.glue import dev_files, get_task, task_dir, train_file
 from distill.checkpoint import publish_model, save_model_dir
 from distill.classifier import evaluate_features, load_classifier
-from distill.glue import dev_files, get_task, task_dir, train_file
-from distill.task_data import load_features, load_tokenizer
+from distill.task_data import load_features
 from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
+from modeling.loading import load_tokenizer
 from modeling.params import GROUPS
 from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError

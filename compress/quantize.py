@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from corpora.glue import dev_files, get_task
 from distill.classifier import evaluate_features, load_classifier, predictions
-from distill.glue import dev_files, get_task
 from distill.metrics import glue_metrics
-from distill.task_data import load_features, load_tokenizer
+from distill.task_data import load_features
 from modeling.formats import CLASSIFIER
 from modeling.int8 import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
-from modeling.loading import load_model
+from modeling.loading import load_model, load_tokenizer
 from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
 from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES, read_config_dict, resolve_model_dir

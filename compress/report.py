@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corpora.glue import dev_files, get_task
 from distill.classifier import evaluate_features, load_classifier
-from distill.glue import dev_files, get_task
-from distill.task_data import load_features, load_tokenizer
+from distill.task_data import load_features
+from modeling.loading import load_tokenizer
 from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
 from stagekit.errors import InputError
 from stagekit.options import option

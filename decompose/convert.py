@@ -61,7 +61,42 @@ def factorize_teacher(bert: nn.Module, rank_layer: int, rank_dim: int, ops: str 
         factors = decompose_fast(W, rank_layer, rank_dim, sweeps=sweeps)
     else:
         factors = decompose_hooi(W, rank_layer, rank_dim, seed=seed)
+    return td_model(bert, factors, rank_layer, rank_dim, ops), factors, W
+
+
+def td_model(bert: nn.Module, factors: SharedTucker, rank_layer: int, rank_dim: int, ops: str,
+             bias_shifts: dict[str, torch.Tensor] | None = None) -> TuckerBertModel:
+    """The TD model holding `factors` and the teacher's other weights, each bias moved by its shift, if any."""
     config = td_config_from_teacher(bert.config, rank_layer, rank_dim, ops)
     model = TuckerBertModel(config)
-    model.load_state_dict(td_state_from_teacher(bert, factors, config), strict=True)
-    return model, factors, W
+    state = td_state_from_teacher(bert, factors, config)
+    for name, shift in (bias_shifts or {}).items():
+        state[name] = state[name] + shift.to(state[name].dtype)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@torch.no_grad()
+def bias_shifts(W: torch.Tensor, factors: SharedTucker, means: torch.Tensor, layout: list[tuple[int, str]]
+                ) -> dict[str, torch.Tensor]:
+    """The bias changes that give each factorized block the teacher's mean output on its inputs:
+    b' = b + (W_i − Ŵ_i) μ_i, so the factors only have to match the inputs' variation around their mean.
+    `means[i]` is block i's mean input, `layout[i]` its (layer, kind)."""
+    h = W.shape[1]
+    missed = torch.einsum("nab,nb->na", W.double() - factors.reconstruct().double(), means.double())
+    shifts: dict[str, torch.Tensor] = {}
+
+    def add(name: str, size: int, start: int, value: torch.Tensor) -> None:
+        shifts.setdefault(name, torch.zeros(size, dtype=torch.float64))[start:start + h] += value
+
+    for (layer, kind), delta in zip(layout, missed):
+        p = f"encoder.layer.{layer}."
+        if kind in ("query", "key", "value"):
+            add(p + "attention.qkv.bias", 3 * h, ("query", "key", "value").index(kind) * h, delta)
+        elif kind == "attn_out":
+            add(p + "attention.output.bias", h, 0, delta)
+        elif kind.startswith("ffn_in"):
+            add(p + "ffn.intermediate.bias", 4 * h, int(kind[-1]) * h, delta)
+        else:
+            add(p + "ffn.output.bias", h, 0, delta)
+    return shifts

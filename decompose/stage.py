@@ -17,17 +17,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from modeling.formats import DENSE, ENCODER, TUCKER, architecture_of
-from modeling.loading import inspect_model, load_model
+from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.params import encoder_params
-from modeling.stacking import BLOCK_TYPE, OPS, block_layout
+from modeling.stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
 from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
 from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES, read_config_dict
 from stagekit.options import at_least, check_values, option
 
-from .convert import factorize_teacher
-from .tucker import relative_errors
+from .calibration import block_inputs, hidden_state_errors, read_sequences
+from .convert import bias_shifts, factorize_teacher, td_model
+from .tucker import decompose_fast, relative_errors
+from .weighted import output_error, refit, whitened_tucker
 
 
 @dataclasses.dataclass
@@ -47,11 +51,23 @@ class DecomposeConfig:
         help="fast: Gram-based ST-HOSVD (+ --hooi_sweeps); hooi: tensorly Tucker, random init, 100 iters",
         choices=["fast", "hooi"])
     hooi_sweeps: int = option(1, help="HOOI sweeps after the fast initialisation (0: one-shot)", check=at_least(0))
+    calibration_data: str | None = option(None, help="fit what the blocks compute on this text, not their weights: "
+                                          "pre-generated epochs, a GLUE task directory or a text file")
+    calibration_examples: int = option(512, help="sequences the fit reads", check=at_least(1))
+    calibration_sweeps: int = option(3, help="rounds of least squares on every block's own inputs (0: whitening only)",
+                                     check=at_least(0))
+    held_out_examples: int = option(128, help="sequences, never fitted on, that measure functional_error",
+                                    check=at_least(1))
+    functional_data: str | None = option(None, help="text for functional_error (default: held-out calibration "
+                                         "text, or without it the shipped SST-2 dev sentences)")
+    max_seq_length: int = option(128, help="of the calibration and held-out sequences", check=at_least(8))
     seed: int = option(42)
     overwrite_output_dir: bool = option(False)
 
 
 CONFIG = DecomposeConfig
+# Held-out text for functional_error when the user gives none: real sentences, shipped with the repository.
+SHIPPED_SST2 = Path(__file__).resolve().parent.parent / "data" / "glue_data" / "SST-2"
 
 
 def _resolve_ranks(cfg: DecomposeConfig) -> tuple[int, int, str, dict[str, Any]]:
@@ -102,11 +118,18 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     teacher, _ = load_model(str(teacher_dir), "--teacher_model", ENCODER, kinds=(DENSE,))
+    tokenizer = load_tokenizer(teacher_dir, "--teacher_model")
+    fit, held_out, source = _text(cfg, tokenizer)
     t0 = time.perf_counter()
-    student, factors, W = factorize_teacher(teacher, rank_layer, rank_dim, ops, cfg.init, cfg.hooi_sweeps, cfg.seed)
+    if fit:
+        student, factors, W, calibration = _calibrated(cfg, teacher, fit, rank_layer, rank_dim, ops)
+    else:
+        student, factors, W = factorize_teacher(teacher, rank_layer, rank_dim, ops, cfg.init, cfg.hooi_sweeps, cfg.seed)
+        calibration = None
     factor_seconds = time.perf_counter() - t0
     types = [BLOCK_TYPE[kind] for _, kind in block_layout(teacher.config.num_hidden_layers, ops)]
     errors = relative_errors(W.double(), factors.reconstruct().double(), types)
+    functional = hidden_state_errors(teacher, student, held_out) | {"source": source} if held_out else None
 
     teacher_params, student_params = encoder_params(teacher), encoder_params(student)
     resolved = dataclasses.asdict(cfg) | {"rank_layer": rank_layer, "rank_dim": rank_dim, "ops": ops,
@@ -126,6 +149,8 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
             "relative_error_by_type": {k: v for k, v in errors.items() if k != "overall"},
             "init": cfg.init,
             "hooi_iterations": factors.iterations,
+            "functional_error": functional,
+            "calibration": calibration,
             "factorization_seconds": factor_seconds,
             "seconds": time.perf_counter() - start,
             "size_on_disk_bytes": (tmp / "model.safetensors").stat().st_size,
@@ -133,6 +158,50 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
         }
         write_json(tmp / "decompose_summary.json", summary)
     return summary
+
+
+def _text(cfg: DecomposeConfig, tokenizer) -> tuple[list, list, str | None]:
+    """Calibration sequences (none without --calibration_data), held-out sequences and where they come from."""
+    if cfg.calibration_data is not None:
+        sequences = read_sequences(cfg.calibration_data, "--calibration_data", tokenizer, cfg.max_seq_length,
+                                   cfg.calibration_examples + cfg.held_out_examples, cfg.seed)
+        # A source shorter than asked for still holds a fifth out, so the error is never measured on fitted text.
+        enough = len(sequences) >= cfg.calibration_examples + cfg.held_out_examples
+        held = cfg.held_out_examples if enough else min(cfg.held_out_examples, len(sequences) // 5)
+        fit = sequences[held:held + cfg.calibration_examples]
+        if held == 0:
+            raise InputError(f"--calibration_data {cfg.calibration_data}: {len(sequences)} sequence(s), too few to fit "
+                             "the blocks' inputs and hold some out (give a few hundred sentences)")
+        held_out = sequences[:held] if cfg.functional_data is None else _held_out(cfg, tokenizer, cfg.functional_data)
+        return fit, held_out, cfg.functional_data or f"held-out part of {cfg.calibration_data}"
+    source = cfg.functional_data or (str(SHIPPED_SST2) if SHIPPED_SST2.is_dir() else None)
+    return [], (_held_out(cfg, tokenizer, source) if source else []), source
+
+
+def _held_out(cfg: DecomposeConfig, tokenizer, source: str) -> list:
+    flag = "--functional_data" if cfg.functional_data else "shipped SST-2 dev set"
+    return read_sequences(source, flag, tokenizer, cfg.max_seq_length, cfg.held_out_examples, cfg.seed, split="dev")
+
+
+def _calibrated(cfg: DecomposeConfig, teacher, fit: list, rank_layer: int, rank_dim: int, ops: str):
+    """Factors fitted to the blocks' outputs on the calibration text, biases moved to the teacher's mean outputs."""
+    stats = block_inputs(teacher, fit, ops)
+    if stats.tokens < teacher.config.hidden_size:
+        raise InputError(f"--calibration_data {cfg.calibration_data}: {stats.tokens} tokens, fewer than the hidden "
+                         f"size {teacher.config.hidden_size}: too few to fit rank_dim {rank_dim}")
+    W = stack_encoder_blocks(teacher, ops, dtype=torch.float64)
+    # The biases absorb the inputs' means (bias_shifts), so the factors fit their covariances.
+    covariance = stats.moments - stats.means[:, :, None] * stats.means[:, None, :]
+    start = whitened_tucker(W, covariance, stats.inputs, rank_layer, rank_dim, cfg.hooi_sweeps)
+    factors, history = refit(W, start, covariance, stats.inputs, cfg.calibration_sweeps)
+    layout = block_layout(teacher.config.num_hidden_layers, ops)
+    plain = decompose_fast(W, rank_layer, rank_dim, sweeps=cfg.hooi_sweeps)
+    student = td_model(teacher, factors, rank_layer, rank_dim, ops, bias_shifts(W, factors, stats.means[stats.inputs], layout))
+    return student, factors, W.float(), {
+        "sequences": len(fit), "tokens": stats.tokens, "sweeps": cfg.calibration_sweeps,
+        "output_error_plain": output_error(W, plain, covariance, stats.inputs),
+        "output_error_by_sweep": history,
+    }
 
 
 def report(summary: dict[str, Any]) -> str:

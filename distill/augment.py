@@ -26,16 +26,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from corpora.glue import GlueTask, column_index, get_task, read_examples, read_rows, subset, task_dir, train_file
 from modeling.formats import DENSE, MASKED_LM
-from modeling.loading import load_model
+from modeling.loading import load_model, load_tokenizer
 from stagekit.errors import InputError
 from stagekit.model_paths import read_config_dict, resolve_model_dir
 from stagekit.options import option
 
-from .glue import GlueTask, column_index, get_task, read_examples, read_rows, subset, task_dir, train_file
 from .neighbours import EmbeddingNeighbours, GloveNeighbours, Neighbours
 from .stop_words import STOP_WORDS
-from .task_data import load_tokenizer
 
 CHUNK_ROWS = 16  # rows per masked-LM batch; fixed so that results never depend on the worker count
 

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from corpora.glue import GlueTask
 from modeling.formats import CLASSIFIER
 from modeling.int8 import quantization_of
 from modeling.loading import inspect_model, load_model
 from stagekit.errors import InputError
 
 from .dist import Distributed
-from .glue import GlueTask
 from .metrics import glue_metrics
 from .task_data import TaskFeatures
 

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corpora.glue import GlueTask, dev_files, get_task, submission_files
+from modeling.loading import load_tokenizer
 from stagekit.atomic import write_json
 from stagekit.errors import InputError
 from stagekit.options import option
 
 from .classifier import evaluate_features, load_classifier, predict_logits, predictions
-from .glue import GlueTask, dev_files, get_task, submission_files
-from .task_data import load_features, load_tokenizer
+from .task_data import load_features
 
 
 @dataclasses.dataclass

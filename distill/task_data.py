@@ -9,18 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from corpora.glue import Example, GlueTask, read_examples, subset
 from stagekit.errors import InputError
-
-from .glue import Example, GlueTask, read_examples, subset
-
-
-def load_tokenizer(model_dir: Path, flag: str):
-    """The fast WordPiece tokenizer saved with a model (vocab.txt or tokenizer.json)."""
-    from transformers import BertTokenizerFast
-
-    if not any((model_dir / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
-        raise InputError(f"{flag} {model_dir}: no tokenizer (vocab.txt or tokenizer.json) beside the weights")
-    return BertTokenizerFast.from_pretrained(str(model_dir))
 
 
 @dataclasses.dataclass

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from corpora.glue import dev_files, get_task, task_dir, train_file
+from modeling.loading import load_tokenizer
 from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES
@@ -21,9 +23,8 @@ from .checkpoint import publish_model
 from .classifier import evaluate_features, load_classifier
 from .dist import Distributed
 from .flags import check_training_flags
-from .glue import dev_files, get_task, task_dir, train_file
 from .sparsity import SparsityMask
-from .task_data import load_features, load_tokenizer
+from .task_data import load_features
 from .task_training import LoopSettings, Phase, run_phase
 
 

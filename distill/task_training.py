@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from corpora.glue import GlueTask
+
 from .checkpoint import save_model_dir
 from .classifier import evaluate_features
 from .data import rank_permutation
 from .dist import Distributed
-from .glue import GlueTask
 from .loop import accumulate, micro_batch_size, optimizer_for, optimizer_step, write_log
 from .losses import DistillationLoss
 from .task_data import TaskFeatures

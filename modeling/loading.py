@@ -33,6 +33,15 @@ def inspect_model(name_or_path: str, flag: str, kinds: tuple[str, ...] | None = 
     return model_dir, config, architecture_of(config, f"{flag} {name_or_path}", kinds)
 
 
+def load_tokenizer(model_dir: Path, flag: str):
+    """The fast WordPiece tokenizer saved with a model (vocab.txt or tokenizer.json)."""
+    from transformers import BertTokenizerFast
+
+    if not any((model_dir / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
+        raise InputError(f"{flag} {model_dir}: no tokenizer (vocab.txt or tokenizer.json) beside the weights")
+    return BertTokenizerFast.from_pretrained(str(model_dir))
+
+
 def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tuple[str, ...] | None = None,
                config_updates: dict[str, Any] | None = None, new_head: bool = False) -> tuple[nn.Module, Path]:
     """The model of a flag's value in `role` (ENCODER, CLASSIFIER, MASKED_LM), in eval mode, and its directory."""

@@ -129,3 +129,89 @@ def test_bad_flag_value_is_one_line_exit_2(capsys):
 def test_missing_ranks_are_refused(tmp_path, capsys):
     assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--output_dir", str(tmp_path / "o")]) == 2
     assert "--rank_layer and --rank_dim are required" in capsys.readouterr().err
+
+
+SST2 = REPO / "data/glue_data/SST-2"
+
+
+def _decompose(out, *args):
+    assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", *args, "--output_dir", str(out)]) == 0
+    return json.loads((out / "decompose_summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def plain_and_calibrated(tmp_path_factory):
+    """The 1/7 student decomposed plainly and calibrated on SST-2 training sentences; both measured on the same
+    128 SST-2 dev sentences."""
+    d = tmp_path_factory.mktemp("calibration")
+    common = ["--config", str(REPO / "models/minilm-td-36-192"), "--functional_data", str(SST2)]
+    plain = _decompose(d / "plain", *common)
+    calibrated = _decompose(d / "calibrated", *common, "--calibration_data", str(SST2), "--calibration_examples", "256")
+    return plain, calibrated
+
+
+def test_every_decomposition_reports_its_functional_error(plain_and_calibrated):
+    plain, _ = plain_and_calibrated
+    f = plain["functional_error"]
+    assert f["sequences"] == 128 and len(f["per_layer"]) == 6 and f["overall"] == f["per_layer"][-1] > 0
+    assert plain["calibration"] is None
+
+
+def test_calibration_lowers_the_functional_error(plain_and_calibrated):
+    plain, calibrated = plain_and_calibrated
+    assert calibrated["functional_error"]["overall"] < 0.8 * plain["functional_error"]["overall"]
+    c = calibrated["calibration"]
+    assert c["sequences"] == 256 and c["tokens"] > 2000
+    # Whitening beats the plain fit on the blocks' own outputs, and least squares never makes it worse.
+    sweeps = c["output_error_by_sweep"]
+    assert sweeps[0] < c["output_error_plain"] and all(b <= a + 1e-9 for a, b in zip(sweeps, sweeps[1:]))
+
+
+def test_full_ranks_with_calibration_reproduce_the_teacher(tmp_path, teacher):
+    import torch
+
+    out = tmp_path / "full"
+    summary = _decompose(out, "--rank_layer", "72", "--rank_dim", "384", "--calibration_data", str(SST2),
+                         "--calibration_examples", "64", "--held_out_examples", "16", "--calibration_sweeps", "1")
+    assert summary["functional_error"]["overall"] < 1e-4
+    student = TuckerBertModel.from_pretrained(out).eval()
+    ids = torch.randint(1000, 30000, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = student(input_ids=ids).last_hidden_state - teacher(input_ids=ids).last_hidden_state
+    assert float(diff.abs().max()) < 1e-4
+
+
+def _other_vocab_epochs(tmp):
+    d = tmp / "epochs"
+    d.mkdir()
+    row = {"tokens": ["[CLS]", "zzzunknownzzz", "[SEP]"], "segment_ids": [0, 0, 0], "is_random_next": False,
+           "masked_lm_positions": [], "masked_lm_labels": []}
+    (d / "epoch_0.json").write_text(json.dumps(row) + "\n")
+    return d
+
+
+def _text(tmp, text):
+    (tmp / "cal.txt").write_bytes(text)
+    return tmp / "cal.txt"
+
+
+BAD_CALIBRATION = {
+    "missing": (lambda tmp: tmp / "nowhere", "--calibration_data", "no such file or directory"),
+    "empty": (lambda tmp: _text(tmp, b"\n\n"), "--calibration_data", "no text in it"),
+    "not_text": (lambda tmp: _text(tmp, b"\xff\xfe\x00binary"), "--calibration_data", "not UTF-8 text"),
+    "other_vocabulary": (_other_vocab_epochs, "--calibration_data", "not a pre-generated example of this vocabulary"),
+    "too_small": (lambda tmp: _text(tmp, b"one short line.\nand another.\n"), "--calibration_data", "too few"),
+    "not_a_source": (lambda tmp: tmp, "--calibration_data", "expected pre-generated epochs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALIBRATION))
+def test_bad_calibration_data_is_one_line_exit_2(case, tmp_path, capsys):
+    make, flag, expected = BAD_CALIBRATION[case]
+    source = make(tmp_path)
+    out = tmp_path / "out"
+    assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--rank_layer", "12", "--rank_dim", "64",
+                 "--calibration_data", str(source), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"xcompress decompose: error: {flag} ") and expected in err[0], err
+    assert not out.exists()

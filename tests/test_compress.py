@@ -14,8 +14,9 @@ from tests.conftest import FAST, run_cli
 
 
 def _features(model_dir, glue, split, n=None):
-    from distill.glue import dev_files, get_task, train_file
-    from distill.task_data import load_features, load_tokenizer
+    from corpora.glue import dev_files, get_task, train_file
+    from distill.task_data import load_features
+    from modeling.loading import load_tokenizer
 
     task = get_task("SST-2")
     path = dev_files(task, glue)[0] if split == "dev" else train_file(task, glue, aug=False)

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from distill.glue import TASKS, dev_files, get_task, read_examples, submission_files, train_file
+from corpora.glue import TASKS, dev_files, get_task, read_examples, submission_files, train_file
 from distill.metrics import glue_metrics, matthews_corrcoef
 from stagekit.errors import InputError
 from tests.conftest import REPO

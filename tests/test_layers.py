@@ -10,10 +10,11 @@ REPO = Path(__file__).resolve().parent.parent
 ALLOWED = {
     "stagekit": set(),
     "modeling": {"stagekit"},
+    "corpora": {"stagekit"},
     "pregenerate": {"stagekit"},
-    "decompose": {"stagekit", "modeling"},
-    "distill": {"stagekit", "modeling", "decompose"},
-    "compress": {"stagekit", "modeling", "decompose", "distill"},
+    "decompose": {"stagekit", "modeling", "corpora"},
+    "distill": {"stagekit", "modeling", "corpora", "decompose"},
+    "compress": {"stagekit", "modeling", "corpora", "decompose", "distill"},
 }
 
 

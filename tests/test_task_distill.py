@@ -44,9 +44,10 @@ def _untrained_head_score(model_dir, glue):
     """The undistilled student: the general TD model with a new (seeded) classifier, on the full dev set."""
     import torch
 
+    from corpora.glue import dev_files, get_task
     from distill.classifier import evaluate_features, load_classifier
-    from distill.glue import dev_files, get_task
-    from distill.task_data import load_features, load_tokenizer
+    from distill.task_data import load_features
+    from modeling.loading import load_tokenizer
 
     task = get_task("SST-2")
     torch.manual_seed(0)
