@@ -1,9 +1,11 @@
 """functional_error of decomposed students against CPU time: the plain (weight-space) decomposition, whitening by
 the pooled input covariance, then rounds of least squares on every block's own inputs; calibration on in-domain
 text (SST-2 training sentences) and on Wikipedia (pre-generated from the shipped dump excerpt). Measured on the
-same 256 SST-2 dev sentences for every row.
+same 256 SST-2 dev sentences for every row. With --recovery, `xcompress recover` from the calibrated 1/7 student,
+teacher-forced, student-forced and both, its curve of error against CPU seconds.
 
     .venv/bin/python benchmarks/functional.py [--students minilm-td-36-192,minilm-td-36-64] [--quick]
+    .venv/bin/python benchmarks/functional.py --recovery [--steps 300]
 
 Prints a table and writes benchmarks/results/functional.json.
 """
@@ -39,16 +41,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--students", default="minilm-td-36-192,minilm-td-36-64")
     ap.add_argument("--quick", action="store_true", help="SST-2 calibration only, sweeps 0 and 3")
-    ap.add_argument("--output", default=str(REPO / "benchmarks/results/functional.json"))
+    ap.add_argument("--recovery", action="store_true", help="layer-wise recovery curves instead")
+    ap.add_argument("--steps", type=int, default=300, help="recovery steps per forcing")
+    ap.add_argument("--output", default=None, help="default: benchmarks/results/functional[_recovery].json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="functional-"))
+    if args.recovery:
+        return recovery(work, args.steps, args.output or str(REPO / "benchmarks/results/functional_recovery.json"))
+    args.output = args.output or str(REPO / "benchmarks/results/functional.json")
     sources = {"sst2-train": str(SST2)}
     if not args.quick:
         sources["wikipedia"] = str(_wikipedia(work))
     sweeps = (0, 3) if args.quick else (0, 1, 3, 6)
     rows = []
     for student in args.students.split(","):
-        settings = [("plain", None, 0)] + [(f"calibrated {s} sweeps", src, s) for src in sources for s in sweeps]
+        settings = [("plain", None, 0)] + [(f"calibrated {n} sweeps", path, n) for path in sources.values()
+                                           for n in sweeps]
         for method, source, n in settings:
             cfg = DecomposeConfig(teacher_model="all-MiniLM-L6-v2", output_dir=str(work / f"{student}-{len(rows)}"),
                                   config=str(REPO / "models" / student), calibration_data=source,
@@ -72,6 +80,29 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"rows": rows, "held_out": "256 SST-2 dev sentences"}, indent=2) + "\n")
     print(f"-> {args.output}")
+
+
+def recovery(work: Path, steps: int, output: str) -> None:
+    """The calibrated 1/7 student (SST-2 calibration, 3 rounds), then recover with each forcing."""
+    from distill.recover import RecoverConfig
+    from distill.recover import run as recover
+
+    start = work / "calibrated"
+    run(DecomposeConfig(teacher_model="all-MiniLM-L6-v2", output_dir=str(start), calibration_data=str(SST2),
+                        config=str(REPO / "models/minilm-td-36-192")))
+    curves = {}
+    for forcing in ("teacher", "student", "both"):
+        summary = recover(RecoverConfig(teacher_model="all-MiniLM-L6-v2", student_model=str(start),
+                                        calibration_data=str(SST2), output_dir=str(work / forcing), forcing=forcing,
+                                        max_steps=steps, eval_steps=max(1, steps // 6), quiet=True))
+        curves[forcing] = summary["curve"]
+        for point in summary["curve"]:
+            print(f"recover {forcing:8} step {point['step']:4}  cpu {point['cpu_seconds']:6.1f} s  "
+                  f"functional {point['functional_error']:.3f}", flush=True)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps({"student": "minilm-td-36-192, calibrated on SST-2 train", "curves": curves,
+                                        "held_out": "128 held-out SST-2 training sentences"}, indent=2) + "\n")
+    print(f"-> {output}")
 
 
 if __name__ == "__main__":

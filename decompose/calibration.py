@@ -60,6 +60,17 @@ def read_sequences(path: str, flag: str, tokenizer, max_seq_length: int, needed:
     return sequences
 
 
+def hold_out(sequences: list, fit_examples: int, held_out_examples: int, flag: str, path: str) -> tuple[list, list]:
+    """(fitted, held out): the first `held_out_examples` sequences are never fitted on. A source shorter than asked
+    for still holds a fifth out, so the error is never measured on text the fit has seen."""
+    enough = len(sequences) >= fit_examples + held_out_examples
+    held = held_out_examples if enough else min(held_out_examples, len(sequences) // 5)
+    if held == 0:
+        raise InputError(f"{flag} {path}: {len(sequences)} sequence(s), too few to fit on and hold some out "
+                         "(give a few hundred sentences)")
+    return sequences[held:held + fit_examples], sequences[:held]
+
+
 def _pregenerated(directory: Path, flag: str, tokenizer, max_seq_length: int) -> Iterator[dict[str, list[int]]]:
     vocab = tokenizer.get_vocab()
     path = sorted(directory.glob("epoch_*.json"))[0]

@@ -28,7 +28,7 @@ from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES, read_config_dict
 from stagekit.options import at_least, check_values, option
 
-from .calibration import block_inputs, hidden_state_errors, read_sequences
+from .calibration import block_inputs, hidden_state_errors, hold_out, read_sequences
 from .convert import bias_shifts, factorize_teacher, td_model
 from .tucker import decompose_fast, relative_errors
 from .weighted import output_error, refit, whitened_tucker
@@ -165,14 +165,9 @@ def _text(cfg: DecomposeConfig, tokenizer) -> tuple[list, list, str | None]:
     if cfg.calibration_data is not None:
         sequences = read_sequences(cfg.calibration_data, "--calibration_data", tokenizer, cfg.max_seq_length,
                                    cfg.calibration_examples + cfg.held_out_examples, cfg.seed)
-        # A source shorter than asked for still holds a fifth out, so the error is never measured on fitted text.
-        enough = len(sequences) >= cfg.calibration_examples + cfg.held_out_examples
-        held = cfg.held_out_examples if enough else min(cfg.held_out_examples, len(sequences) // 5)
-        fit = sequences[held:held + cfg.calibration_examples]
-        if held == 0:
-            raise InputError(f"--calibration_data {cfg.calibration_data}: {len(sequences)} sequence(s), too few to fit "
-                             "the blocks' inputs and hold some out (give a few hundred sentences)")
-        held_out = sequences[:held] if cfg.functional_data is None else _held_out(cfg, tokenizer, cfg.functional_data)
+        fit, held = hold_out(sequences, cfg.calibration_examples, cfg.held_out_examples, "--calibration_data",
+                             cfg.calibration_data)
+        held_out = held if cfg.functional_data is None else _held_out(cfg, tokenizer, cfg.functional_data)
         return fit, held_out, cfg.functional_data or f"held-out part of {cfg.calibration_data}"
     source = cfg.functional_data or (str(SHIPPED_SST2) if SHIPPED_SST2.is_dir() else None)
     return [], (_held_out(cfg, tokenizer, source) if source else []), source
@@ -209,5 +204,7 @@ def report(summary: dict[str, Any]) -> str:
     return (
         f"decompose: {summary['student_encoder_params']:,} encoder params "
         f"(teacher {summary['teacher_encoder_params']:,}, 1/{summary['compression_ratio']:.1f}), "
-        f"relative error {summary['relative_error']:.4f}, {summary['seconds']:.1f} s -> {summary['config']['output_dir']}"
+        f"weight error {summary['relative_error']:.4f}"
+        + (f", functional error {summary['functional_error']['overall']:.4f}" if summary["functional_error"] else "")
+        + f", {summary['seconds']:.1f} s -> {summary['config']['output_dir']}"
     )

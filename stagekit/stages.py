@@ -22,6 +22,8 @@ STAGES: dict[str, Stage] = {
     "decompose": Stage("decompose.stage", "dense BERT teacher -> shared-core Tucker (TD) student"),
     "general-distill": Stage("distill.general", "layer-wise distillation of a TD student on pre-generated data",
                              trains=True, multi_rank=True),
+    "recover": Stage("distill.recover", "layer-wise recovery: each TD layer learns the teacher's layer on real text",
+                     trains=True),
     "finetune": Stage("distill.finetune", "fine-tune a teacher (or any BERT/TD model) on a GLUE task",
                       trains=True, multi_rank=True),
     "fit-mlm-head": Stage("distill.mlm_head", "fit a masked-LM head to a frozen encoder (for augment)", trains=True),

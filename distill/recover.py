@@ -1,0 +1,155 @@
+"""Layer-wise recovery: every layer of a TD student learns, all at once, to turn the teacher's input to that layer
+into the teacher's output of it (teacher-forced, so no layer waits for the ones below), on real text.
+
+    xcompress recover --teacher_model all-MiniLM-L6-v2 --student_model runs/td --calibration_data data/glue_data/SST-2 \
+        --max_steps 300 --output_dir runs/td-recovered
+
+The loss is the relative squared error of each layer's output, averaged over layers, on real tokens; the shared
+factors, biases and LayerNorms train, the embeddings (the teacher's) stay. `functional_error` (the student's own
+hidden states against the teacher's, each layer fed by the one below) is measured on held-out text before, every
+`--eval_steps` steps, and after: recover_summary.json holds the curve against CPU seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from decompose.calibration import batches, hidden_state_errors, hold_out, read_sequences
+from modeling.formats import DENSE, ENCODER, TUCKER
+from modeling.loading import load_model, load_tokenizer
+from modeling.modeling_tucker_bert import additive_attention_mask
+from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
+from stagekit.model_paths import TOKENIZER_FILES, shared_vocab
+from stagekit.options import above, at_least, between, check_values, option
+
+from .loop import optimizer_for, optimizer_step
+
+
+@dataclasses.dataclass
+class RecoverConfig:
+    teacher_model: str = option(help="the dense teacher the student was decomposed from")
+    student_model: str = option(help="a TD directory (xcompress decompose, or any later stage's TD output)")
+    calibration_data: str = option(help="text to recover on: pre-generated epochs, a GLUE task directory or a "
+                                   "text file")
+    output_dir: str = option()
+    calibration_examples: int = option(2048, help="sequences trained on", check=at_least(1))
+    held_out_examples: int = option(128, help="sequences, never trained on, that measure functional_error",
+                                    check=at_least(1))
+    max_seq_length: int = option(128, check=at_least(8))
+    max_steps: int = option(300, help="optimizer steps", check=at_least(1))
+    train_batch_size: int = option(32, check=at_least(1))
+    learning_rate: float = option(1e-3, check=above(0))
+    warmup_proportion: float = option(0.05, check=between(0, 1))
+    weight_decay: float = option(0.0)
+    max_grad_norm: float = option(1.0)
+    forcing: str = option("teacher", choices=["teacher", "student", "both"],
+                          help="each layer fed the teacher's input (layers learn independently), the student's own "
+                               "(errors from below included), or the sum of both losses")
+    eval_steps: int = option(50, help="measure functional_error every this many steps", check=at_least(1))
+    seed: int = option(42)
+    overwrite_output_dir: bool = option(False)
+    quiet: bool = option(False)
+
+
+CONFIG = RecoverConfig
+
+
+def layer_losses(student, teacher_hidden: tuple[torch.Tensor, ...], attention_mask: torch.Tensor,
+                 forcing: str) -> torch.Tensor:
+    """Each layer's relative squared error against the teacher's output of it, over real tokens (one entry per
+    layer): fed the teacher's input to the layer, the student's own, or both summed."""
+    real = attention_mask.bool()
+    mask = None if bool(real.all()) else additive_attention_mask(attention_mask, teacher_hidden[0].dtype)
+    w = student.encoder.factors.folded()
+    teacher_fed, student_fed = [], []
+    own = teacher_hidden[0]
+    for i, layer in enumerate(student.encoder.layer):
+        target = teacher_hidden[i + 1]
+        scale = target[real].pow(2).sum()
+        if forcing in ("teacher", "both"):
+            out, _, _ = layer(teacher_hidden[i], mask, w, False)
+            teacher_fed.append((out - target)[real].pow(2).sum() / scale)
+        if forcing in ("student", "both"):
+            own, _, _ = layer(own, mask, w, False)
+            student_fed.append((own - target)[real].pow(2).sum() / scale)
+    return sum(torch.stack(fed) for fed in (teacher_fed, student_fed) if fed)
+
+
+def run(cfg: RecoverConfig) -> dict[str, Any]:
+    # --- setup -------------------------------------------------------------------------------------------
+    check_values(cfg)
+    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,))
+    student, student_dir = load_model(cfg.student_model, "--student_model", ENCODER, kinds=(TUCKER,))
+    shared_vocab(teacher_dir, student_dir)
+    tokenizer = load_tokenizer(teacher_dir, "--teacher_model")
+    sequences = read_sequences(cfg.calibration_data, "--calibration_data", tokenizer, cfg.max_seq_length,
+                               cfg.calibration_examples + cfg.held_out_examples, cfg.seed)
+    fit, held = hold_out(sequences, cfg.calibration_examples, cfg.held_out_examples, "--calibration_data",
+                         cfg.calibration_data)
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    torch.manual_seed(cfg.seed)
+    teacher.eval().requires_grad_(False)
+    student.eval()  # no dropout: the layers are fitted, not regularised
+    student.embeddings.requires_grad_(False)
+    if student.pooler is not None:
+        student.pooler.requires_grad_(False)
+    _, optimizer, scheduler = optimizer_for(student, cfg.learning_rate, cfg.weight_decay, cfg.warmup_proportion,
+                                            cfg.max_steps)
+    order = random.Random(cfg.seed)
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    curve = [{"step": 0, "cpu_seconds": 0.0, **_errors(teacher, student, held)}]
+    bar = tqdm(total=cfg.max_steps, desc="layer-wise recovery", unit="step", disable=cfg.quiet)
+    pool: list = []
+
+    # --- loop ---------------------------------------------------------------------------------------------
+    for step in range(1, cfg.max_steps + 1):
+        if len(pool) < cfg.train_batch_size:
+            pool = fit[:]
+            order.shuffle(pool)
+        batch = next(batches(pool[:cfg.train_batch_size], cfg.train_batch_size))
+        pool = pool[cfg.train_batch_size:]
+        with torch.no_grad():
+            target = teacher(**batch, output_hidden_states=True).hidden_states
+        loss = layer_losses(student, target, batch["attention_mask"], cfg.forcing).mean()
+        loss.backward()
+        optimizer_step(optimizer, scheduler, [p for p in student.parameters() if p.requires_grad], cfg.max_grad_norm)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        bar.update(1)
+        if step % cfg.eval_steps == 0 or step == cfg.max_steps:
+            curve.append({"step": step, "cpu_seconds": time.process_time() - cpu_start, "loss": float(loss.detach()),
+                          **_errors(teacher, student, held)})
+
+    # --- cleanup ------------------------------------------------------------------------------------------
+    bar.close()
+    summary = {"teacher_model": cfg.teacher_model, "student_model": cfg.student_model,
+               "functional_error_before": curve[0]["functional_error"],
+               "functional_error": curve[-1]["functional_error"],
+               "functional_error_per_layer": curve[-1]["per_layer"], "curve": curve,
+               "train_sequences": len(fit), "held_out_sequences": len(held),
+               "cpu_seconds": time.process_time() - cpu_start, "seconds": time.perf_counter() - wall_start,
+               "output_dir": str(out), "config": dataclasses.asdict(cfg)}
+    with atomic_output_dir(out) as tmp:
+        student.save_pretrained(tmp)
+        for name in TOKENIZER_FILES:
+            if (student_dir / name).is_file():
+                shutil.copy2(student_dir / name, tmp / name)
+        write_json(tmp / "recover_config.json", dataclasses.asdict(cfg))
+        write_json(tmp / "recover_summary.json", summary)
+    return summary
+
+
+def _errors(teacher, student, held: list) -> dict[str, Any]:
+    errors = hidden_state_errors(teacher, student, held)
+    return {"functional_error": errors["overall"], "per_layer": errors["per_layer"]}
+
+
+def report(summary: dict[str, Any]) -> str:
+    return (f"recover: functional_error {summary['functional_error_before']:.3f} -> {summary['functional_error']:.3f} "
+            f"in {summary['config']['max_steps']} steps ({summary['cpu_seconds'] / 60:.1f} CPU min) "
+            f"-> {summary['output_dir']}")
