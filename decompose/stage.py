@@ -112,6 +112,8 @@ def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: st
 def run(cfg: DecomposeConfig) -> dict[str, Any]:
     """Factorize the teacher and write the TD directory; returns the summary."""
     check_values(cfg)
+    if cfg.calibration_data is not None and cfg.init != "fast":
+        raise InputError(f"--init {cfg.init}: the calibrated fit starts from the fast initialisation; drop --init")
     rank_layer, rank_dim, ops, td_file = _resolve_ranks(cfg)
     teacher_dir = _check_teacher(cfg, rank_layer, rank_dim, ops, td_file)
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)

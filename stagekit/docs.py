@@ -24,18 +24,14 @@ def flag_table(config_cls: type) -> str:
     rows = ["| flag | type | default | what |", "|---|---|---|---|"]
     for f in dataclasses.fields(config_cls):
         meta = f.metadata
-        if meta.get("hidden"):
-            continue
         kind = value_type(hints[f.name])
         name = f.name if meta.get("positional") else f"--{f.name}"
         if meta.get("positional") == "remainder":
             name += " ..."
-        if f.default is not dataclasses.MISSING:
-            default = "" if f.default in (None, False) else f"`{f.default}`"
-        elif f.default_factory is not dataclasses.MISSING:
-            default = ""
-        else:
+        if f.default is dataclasses.MISSING:
             default = "required"
+        else:
+            default = "" if f.default in (None, False) else f"`{f.default}`"
         what = (meta.get("help") or "").replace("|", "\\|").replace("%%", "%")
         if meta.get("choices"):
             what = (what + " " if what else "") + "(" + " \\| ".join(meta["choices"]) + ")"

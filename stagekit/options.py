@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import InputError
 
-_HELP, _CHOICES, _CHECK, _METAVAR, _POSITIONAL, _HIDDEN = "help", "choices", "check", "metavar", "positional", "hidden"
+_HELP, _CHOICES, _CHECK, _METAVAR, _POSITIONAL = "help", "choices", "check", "metavar", "positional"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +45,11 @@ def between(low: float, high: float) -> Check:
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str | None = None, choices: Sequence[str] | None = None,
-           check: Check | None = None, metavar: str | None = None, positional: bool | str = False,
-           hidden: bool = False) -> Any:
+           check: Check | None = None, metavar: str | None = None, positional: bool | str = False) -> Any:
     """A config field that is also a command-line flag. No default: a required flag. `positional`: an operand
-    (`"remainder"`: every later argument, verbatim). `hidden`: accepted but not shown in --help."""
+    (`"remainder"`: every later argument, verbatim)."""
     metadata = {_HELP: help, _CHOICES: tuple(choices) if choices is not None else None, _CHECK: check,
-                _METAVAR: metavar, _POSITIONAL: positional, _HIDDEN: hidden}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+                _METAVAR: metavar, _POSITIONAL: positional}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -69,7 +66,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
     for f in dataclasses.fields(config_cls):
         meta = f.metadata
         kind = value_type(hints[f.name])
-        kwargs: dict[str, Any] = {"help": argparse.SUPPRESS if meta.get(_HIDDEN) else meta.get(_HELP)}
+        kwargs: dict[str, Any] = {"help": meta.get(_HELP)}
         if meta.get(_CHOICES):
             kwargs["choices"] = meta[_CHOICES]
         if meta.get(_METAVAR):
@@ -82,11 +79,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         if kind is bool:
             parser.add_argument(f"--{f.name}", action="store_true", **kwargs)
             continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required:
+        if f.default is dataclasses.MISSING:
             kwargs["required"] = True
         else:
-            kwargs["default"] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            kwargs["default"] = f.default
         parser.add_argument(f"--{f.name}", type=kind if kind in (int, float) else str, **kwargs)
 
 

@@ -205,6 +205,12 @@ BAD_CALIBRATION = {
 }
 
 
+def test_calibration_with_tensorly_init_is_refused(tmp_path, capsys):
+    assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--rank_layer", "12", "--rank_dim", "64",
+                 "--init", "hooi", "--calibration_data", str(SST2), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "--init hooi: the calibrated fit starts from the fast initialisation" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", sorted(BAD_CALIBRATION))
 def test_bad_calibration_data_is_one_line_exit_2(case, tmp_path, capsys):
     make, flag, expected = BAD_CALIBRATION[case]
