@@ -1,5 +1,6 @@
-"""Layer-wise recovery: every layer of a TD student learns, all at once, to turn the teacher's input to that layer
-into the teacher's output of it (teacher-forced, so no layer waits for the ones below), on real text.
+"""Layer-wise recovery: every layer of a TD student learns, all at once, to reproduce the teacher's output of that
+layer on real text, fed either its own input (student-forced, the default) or the teacher's (teacher-forced: no
+layer waits for the ones below), or both.
 
     xcompress recover --teacher_model all-MiniLM-L6-v2 --student_model runs/td --calibration_data data/glue_data/SST-2 \
         --max_steps 300 --output_dir runs/td-recovered
@@ -48,9 +49,10 @@ class RecoverConfig:
     warmup_proportion: float = option(0.05, check=between(0, 1))
     weight_decay: float = option(0.0)
     max_grad_norm: float = option(1.0)
-    forcing: str = option("teacher", choices=["teacher", "student", "both"],
-                          help="each layer fed the teacher's input (layers learn independently), the student's own "
-                               "(errors from below included), or the sum of both losses")
+    forcing: str = option("student", choices=["teacher", "student", "both"],
+                          help="each layer fed the student's own input (errors from below included: the lowest "
+                               "error per CPU second, benchmarks/functional.py), the teacher's (layers learn "
+                               "independently), or the sum of both losses")
     eval_steps: int = option(50, help="measure functional_error every this many steps", check=at_least(1))
     seed: int = option(42)
     overwrite_output_dir: bool = option(False)
