@@ -75,6 +75,11 @@ def _cg(apply, rhs: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
     return x
 
 
+def _ridged(m: torch.Tensor, ridge: float) -> torch.Tensor:
+    """m plus `ridge` times its mean diagonal: a normal-equation matrix kept invertible at any scale."""
+    return m + ridge * m.trace() / m.shape[0] * torch.eye(m.shape[0], dtype=m.dtype)
+
+
 def refit(W: torch.Tensor, f: SharedTucker, moments: torch.Tensor, inputs: torch.Tensor, sweeps: int = 3,
           cg_iters: int = 30, ridge: float = 1e-8) -> tuple[SharedTucker, list[float]]:
     """Step 2: `sweeps` rounds of ALS over U, G, V, P on the exact weighted objective; returns the factors and
@@ -83,22 +88,23 @@ def refit(W: torch.Tensor, f: SharedTucker, moments: torch.Tensor, inputs: torch
     M = moments  # (g, h, h), indexed by `inputs`
     history = [output_error(W, f, moments, inputs)]
     groups = [torch.nonzero(inputs == g).flatten() for g in range(M.shape[0])]
+    WM = W @ M[inputs]  # W_i M_i, the same in every round: every step's right-hand side starts from it
     for _ in range(sweeps):
         C = torch.einsum("ik,kab->iab", P, G)  # mixed cores (n, d, d)
         # U: U Σ B_i M_i B_iᵀ = Σ W_i M_i B_iᵀ with B_i = C_i V.
         B = C @ V
         BM = B @ M[inputs]
         lhs = (BM @ B.transpose(1, 2)).sum(0)
-        U = (W @ BM.transpose(1, 2)).sum(0) @ torch.linalg.inv(lhs + ridge * lhs.trace() / lhs.shape[0] * torch.eye(lhs.shape[0], dtype=lhs.dtype))
+        U = (WM @ B.transpose(1, 2)).sum(0) @ torch.linalg.inv(_ridged(lhs, ridge))
         UtU = U.T @ U
         # V: Σ_g (Σ_{i∈g} A_iᵀ A_i) V M_g = Σ_i A_iᵀ W_i M_i with A_i = U C_i.
         A = U @ C
         AtA_g = torch.stack([(A[idx].transpose(1, 2) @ A[idx]).sum(0) for idx in groups])
-        rhs = (A.transpose(1, 2) @ W @ M[inputs]).sum(0)
+        rhs = (A.transpose(1, 2) @ WM).sum(0)
         V = _cg(lambda v: (AtA_g @ v @ M).sum(0), rhs, V, cg_iters)
         # G: Σ_i P_ik (UᵀU C_i K_i − R_i) = 0 with K_i = V M_i Vᵀ, R_i = Uᵀ W_i M_i Vᵀ.
         K = V @ M @ V.T  # per input (g, d, d)
-        R = U.T @ W @ M[inputs] @ V.T
+        R = U.T @ WM @ V.T
         rhs_g = torch.einsum("ik,iab->kab", P, R)
         G = _cg(lambda g: torch.einsum("ik,iab->kab", P, UtU @ torch.einsum("il,lab->iab", P, g) @ K[inputs]),
                 rhs_g, G, cg_iters)
@@ -108,6 +114,6 @@ def refit(W: torch.Tensor, f: SharedTucker, moments: torch.Tensor, inputs: torch
             GK = UG @ K[inputs[i]]
             H = torch.einsum("kab,lab->kl", GK, G)
             r = torch.einsum("kab,ab->k", G, R[i])
-            P[i] = torch.linalg.solve(H + ridge * H.trace() / H.shape[0] * torch.eye(H.shape[0], dtype=H.dtype), r)
+            P[i] = torch.linalg.solve(_ridged(H, ridge), r)
         history.append(output_error(W, SharedTucker(P=P, U=U, G=G, V=V), moments, inputs))
     return SharedTucker(P=P, U=U, G=G, V=V, iterations=f.iterations), history
