@@ -27,8 +27,8 @@ bench: setup
 	$(PY) benchmarks/decompose.py
 	$(PY) benchmarks/pregenerate.py
 	$(PY) benchmarks/general_distill.py
-	$(PY) benchmarks/glue.py --work runs/bench-glue
-	$(PY) benchmarks/compress.py --work runs/bench-glue
+	$(PY) benchmarks/accuracy.py --work runs/bench-accuracy
+	$(PY) benchmarks/compress.py --work runs/bench-accuracy
 
 clean:
 	rm -rf runs benchmarks/results .pytest_cache

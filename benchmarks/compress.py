@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/compress.py [--work DIR] [--recovery_steps 100]
 
-Models: the SST-2 teacher and the 1/7 and 1/48 task-distilled students of `benchmarks/glue.py` (its work
-directory, made with `--profile quick --tasks SST-2` when absent). Quantization: `xcompress quantize --onnx` of each:
+Models: the SST-2 teacher and the 1/7 and 1/48 task-distilled students of `benchmarks/accuracy.py` (its work
+directory, made with `--tasks SST-2 --compare` when absent). Quantization: `xcompress quantize --onnx` of each:
 CPU latency fp32 vs int8 at batch 1 and 32 (sequence 128) in PyTorch and ONNX Runtime, size, and the dev score
 change (goal: int8 >= 2x faster than fp32 on the dense teacher, >= 1.5x on the TD students, <= 1 point lost).
 Pruning: `xcompress prune` of the teacher, one sweep over heads kept (FFN whole) and one over FFN size (heads
@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 XC = str(REPO / ".venv/bin/xcompress")
-MODELS = {"teacher (dense)": "teacher-SST-2", "TD 1/7": "td-SST-2-1of7", "TD 1/48": "td-SST-2-1of48"}
+MODELS = {"teacher (dense)": "teacher-SST-2", "TD 1/7": "td-SST-2-task-1of7", "TD 1/48": "td-SST-2-task-1of48"}
 HEADS = "10,8,6,4,2"
 FFN = "1280,1024,768,512,256"
 
@@ -38,13 +38,13 @@ def xcompress(*args: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default="/tmp/glue-bench", help="benchmarks/glue.py's work directory")
+    ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"), help="benchmarks/accuracy.py's work directory")
     ap.add_argument("--recovery_steps", type=int, default=100)
     args = ap.parse_args()
     work = Path(args.work)
     if not all((work / m / "config.json").is_file() for m in MODELS.values()):
-        print(f"making the SST-2 models with benchmarks/glue.py in {work}", flush=True)
-        subprocess.run([sys.executable, str(REPO / "benchmarks/glue.py"), "--profile", "quick", "--tasks", "SST-2",
+        print(f"making the SST-2 models with benchmarks/accuracy.py in {work}", flush=True)
+        subprocess.run([sys.executable, str(REPO / "benchmarks/accuracy.py"), "--tasks", "SST-2", "--compare",
                         "--work", str(work)], check=True)
     glue = work / "glue_data"
     out = work / "compress"

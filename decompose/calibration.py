@@ -164,9 +164,12 @@ def block_inputs(bert: nn.Module, sequences: list[dict[str, list[int]]], ops: st
 @torch.no_grad()
 def hidden_state_errors(teacher: nn.Module, student: nn.Module, sequences: list[dict[str, list[int]]],
                         batch_size: int = 32) -> dict[str, object]:
-    """‖H_student − H_teacher‖ / ‖H_teacher‖ over real tokens, after every layer: `overall` is the last layer's
-    (what a task head reads), `per_layer` lists them all."""
+    """‖H_student − H_teacher‖ / ‖H_teacher‖ over real tokens, after every layer: `overall` is the last layer's,
+    `per_layer` lists them all. `cls` is the last layer's error on the first token, what a classifier reads, relative
+    to how much the teacher's varies from one input to the next (1.0: no better than the teacher's mean [CLS] vector,
+    which a token-averaged error can hide)."""
     num = den = None
+    cls_err, cls_sum, cls_sq = 0.0, 0.0, 0.0
     teacher.eval()
     student.eval()
     for batch in batches(sequences, batch_size):
@@ -176,5 +179,10 @@ def hidden_state_errors(teacher: nn.Module, student: nn.Module, sequences: list[
         d = torch.stack([((a - b)[mask].double() ** 2).sum() for a, b in zip(s, t)])
         r = torch.stack([(b[mask].double() ** 2).sum() for b in t])
         num, den = (d, r) if num is None else (num + d, den + r)
+        first = t[-1][:, 0].double()
+        cls_err += float(((s[-1][:, 0].double() - first) ** 2).sum())
+        cls_sum, cls_sq = cls_sum + first.sum(0), cls_sq + float((first ** 2).sum())
     per_layer = [float(x) for x in torch.sqrt(num / den)]
-    return {"overall": per_layer[-1], "per_layer": per_layer, "sequences": len(sequences)}
+    spread = cls_sq - float((cls_sum ** 2).sum()) / len(sequences)
+    return {"overall": per_layer[-1], "per_layer": per_layer, "cls": (cls_err / spread) ** 0.5 if spread > 0 else None,
+            "sequences": len(sequences)}

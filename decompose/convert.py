@@ -5,16 +5,18 @@ import torch
 from torch import nn
 
 from modeling.configuration_tucker_bert import TuckerBertConfig
-from modeling.modeling_tucker_bert import TuckerBertModel
+from modeling.formats import encoder_of
+from modeling.modeling_tucker_bert import TuckerBertForSequenceClassification, TuckerBertModel
 from modeling.stacking import OPS, stack_encoder_blocks
 
 from .tucker import SharedTucker, decompose_fast, decompose_hooi
 
 
-def td_config_from_teacher(teacher_config, rank_layer: int, rank_dim: int, ops: str) -> TuckerBertConfig:
-    """The teacher's geometry with the given ranks; architecture fields are copied, nothing else."""
+def td_config_from_teacher(teacher_config, rank_layer: int, rank_dim: int, ops: str,
+                           architecture: str = "TuckerBertModel") -> TuckerBertConfig:
+    """The teacher's geometry with the given ranks; a task teacher's task fields (labels, problem type) come along."""
     base = {k: v for k, v in teacher_config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version", "_name_or_path")}
-    base.update(rank_layer=rank_layer, rank_dim=rank_dim, ops=ops, architectures=["TuckerBertModel"])
+    base.update(rank_layer=rank_layer, rank_dim=rank_dim, ops=ops, architectures=[architecture])
     return TuckerBertConfig(**base)
 
 
@@ -51,27 +53,34 @@ def td_state_from_teacher(bert: nn.Module, factors: SharedTucker, config: Tucker
     return {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
 
 
-def factorize_teacher(bert: nn.Module, rank_layer: int, rank_dim: int, ops: str = "san_ffn", init: str = "fast",
-                      sweeps: int = 1, seed: int = 0) -> tuple[TuckerBertModel, SharedTucker, torch.Tensor]:
+def factorize_teacher(teacher: nn.Module, rank_layer: int, rank_dim: int, ops: str = "san_ffn", init: str = "fast",
+                      sweeps: int = 1, seed: int = 0) -> tuple[nn.Module, SharedTucker, torch.Tensor]:
     """The TD model of a dense teacher: its stacked blocks factorized, everything else copied.
 
     Returns the model, the factors and the float32 stack they approximate (for error reports)."""
-    W = stack_encoder_blocks(bert, ops, dtype=torch.float32)
+    W = stack_encoder_blocks(encoder_of(teacher), ops, dtype=torch.float32)
     if init == "fast":
         factors = decompose_fast(W, rank_layer, rank_dim, sweeps=sweeps)
     else:
         factors = decompose_hooi(W, rank_layer, rank_dim, seed=seed)
-    return td_model(bert, factors, rank_layer, rank_dim, ops), factors, W
+    return td_model(teacher, factors, rank_layer, rank_dim, ops), factors, W
 
 
-def td_model(bert: nn.Module, factors: SharedTucker, rank_layer: int, rank_dim: int, ops: str,
-             bias_shifts: dict[str, torch.Tensor] | None = None) -> TuckerBertModel:
-    """The TD model holding `factors` and the teacher's other weights, each bias moved by its shift, if any."""
-    config = td_config_from_teacher(bert.config, rank_layer, rank_dim, ops)
-    model = TuckerBertModel(config)
+def td_model(teacher: nn.Module, factors: SharedTucker, rank_layer: int, rank_dim: int, ops: str,
+             bias_shifts: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The TD model holding `factors` and the teacher's other weights, each bias moved by its shift, if any.
+    A task teacher (a BertForSequenceClassification) gives a task student: its pooler and classifier copied."""
+    bert = encoder_of(teacher)
+    task = bert is not teacher
+    cls = TuckerBertForSequenceClassification if task else TuckerBertModel
+    config = td_config_from_teacher(teacher.config, rank_layer, rank_dim, ops, cls.__name__)
     state = td_state_from_teacher(bert, factors, config)
     for name, shift in (bias_shifts or {}).items():
         state[name] = state[name] + shift.to(state[name].dtype)
+    if task:
+        state = {f"bert.{k}": v for k, v in state.items()}
+        state.update({f"classifier.{k}": v.detach().float() for k, v in teacher.classifier.state_dict().items()})
+    model = cls(config)
     model.load_state_dict(state, strict=True)
     return model
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from modeling.formats import DENSE, ENCODER, TUCKER, architecture_of
+from corpora.glue import TASKS
+from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, architecture_of, encoder_of, is_task_model
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.params import encoder_params
 from modeling.stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
@@ -89,8 +90,9 @@ def _resolve_ranks(cfg: DecomposeConfig) -> tuple[int, int, str, dict[str, Any]]
     return int(rank_layer), int(rank_dim), ops, from_file
 
 
-def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: str, td_file: dict[str, Any]) -> Path:
-    """Everything about the teacher that can be refused before loading weights."""
+def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: str, td_file: dict[str, Any]
+                   ) -> tuple[Path, dict[str, Any]]:
+    """Everything about the teacher that can be refused before loading weights; its directory and config."""
     teacher_dir, tc, _ = inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,))
     flag = f"--teacher_model {cfg.teacher_model}"
     h, inter, layers = tc.get("hidden_size"), tc.get("intermediate_size"), tc.get("num_hidden_layers")
@@ -106,7 +108,21 @@ def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: st
     n_blocks = layers * len(OPS[ops])
     if not 1 <= rank_layer <= n_blocks:
         raise InputError(f"--rank_layer {rank_layer}: must be between 1 and the number of stacked blocks {n_blocks} (ops={ops})")
-    return teacher_dir
+    _check_task(cfg, tc)
+    return teacher_dir, tc
+
+
+def _check_task(cfg: DecomposeConfig, tc: dict[str, Any]) -> None:
+    """A task teacher calibrated on a GLUE task directory must have been trained for that task."""
+    source = Path(cfg.calibration_data or "")
+    if not (is_task_model(tc) and source.is_dir() and source.name in TASKS):
+        return
+    task = TASKS[source.name]
+    trained_on, labels = tc.get("finetuning_task"), tc.get("num_labels", len(tc.get("id2label") or {}) or 2)
+    if trained_on not in (None, task.name) or labels != task.num_labels:
+        raise InputError(f"--teacher_model {cfg.teacher_model}: a task model for {trained_on or 'another task'} "
+                         f"({labels} label(s)), but --calibration_data {cfg.calibration_data} is {task.name} "
+                         f"({task.num_labels} label(s))")
 
 
 def run(cfg: DecomposeConfig) -> dict[str, Any]:
@@ -115,11 +131,13 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
     if cfg.calibration_data is not None and cfg.init != "fast":
         raise InputError(f"--init {cfg.init}: the calibrated fit starts from the fast initialisation; drop --init")
     rank_layer, rank_dim, ops, td_file = _resolve_ranks(cfg)
-    teacher_dir = _check_teacher(cfg, rank_layer, rank_dim, ops, td_file)
+    teacher_dir, tc = _check_teacher(cfg, rank_layer, rank_dim, ops, td_file)
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
 
     start = time.perf_counter()
-    teacher, _ = load_model(str(teacher_dir), "--teacher_model", ENCODER, kinds=(DENSE,))
+    # A task teacher keeps its pooler and classifier: the student is a task model that task-distill takes as is.
+    role = CLASSIFIER if is_task_model(tc) else ENCODER
+    teacher, _ = load_model(str(teacher_dir), "--teacher_model", role, kinds=(DENSE,))
     tokenizer = load_tokenizer(teacher_dir, "--teacher_model")
     fit, held_out, source = _text(cfg, tokenizer)
     t0 = time.perf_counter()
@@ -131,7 +149,8 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
     factor_seconds = time.perf_counter() - t0
     types = [BLOCK_TYPE[kind] for _, kind in block_layout(teacher.config.num_hidden_layers, ops)]
     errors = relative_errors(W.double(), factors.reconstruct().double(), types)
-    functional = hidden_state_errors(teacher, student, held_out) | {"source": source} if held_out else None
+    functional = (hidden_state_errors(encoder_of(teacher), encoder_of(student), held_out) | {"source": source}
+                  if held_out else None)
 
     teacher_params, student_params = encoder_params(teacher), encoder_params(student)
     resolved = dataclasses.asdict(cfg) | {"rank_layer": rank_layer, "rank_dim": rank_dim, "ops": ops,
@@ -144,6 +163,7 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
         write_json(tmp / "decompose_config.json", resolved)
         summary = {
             "teacher_model": cfg.teacher_model,
+            "task_model": role == CLASSIFIER,
             "teacher_encoder_params": teacher_params,
             "student_encoder_params": student_params,
             "compression_ratio": teacher_params / student_params,
@@ -182,11 +202,11 @@ def _held_out(cfg: DecomposeConfig, tokenizer, source: str) -> list:
 
 def _calibrated(cfg: DecomposeConfig, teacher, fit: list, rank_layer: int, rank_dim: int, ops: str):
     """Factors fitted to the blocks' outputs on the calibration text, biases moved to the teacher's mean outputs."""
-    stats = block_inputs(teacher, fit, ops)
+    stats = block_inputs(encoder_of(teacher), fit, ops)
     if stats.tokens < teacher.config.hidden_size:
         raise InputError(f"--calibration_data {cfg.calibration_data}: {stats.tokens} tokens, fewer than the hidden "
                          f"size {teacher.config.hidden_size}: too few to fit rank_dim {rank_dim}")
-    W = stack_encoder_blocks(teacher, ops, dtype=torch.float64)
+    W = stack_encoder_blocks(encoder_of(teacher), ops, dtype=torch.float64)
     # The biases absorb the inputs' means (bias_shifts), so the factors fit their covariances.
     covariance = stats.moments - stats.means[:, :, None] * stats.means[:, None, :]
     start = whitened_tucker(W, covariance, stats.inputs, rank_layer, rank_dim, cfg.hooi_sweeps)

@@ -15,19 +15,14 @@ import torch
 from torch import nn
 
 from corpora.glue import GlueTask
-from modeling.formats import CLASSIFIER
+from modeling.formats import CLASSIFIER, is_task_model
 from modeling.int8 import quantization_of
 from modeling.loading import inspect_model, load_model
 from stagekit.errors import InputError
 
 from .dist import Distributed
-from .metrics import glue_metrics
+from .metrics import collapse, glue_metrics
 from .task_data import TaskFeatures
-
-
-def is_task_model(config: dict[str, Any]) -> bool:
-    return bool(config.get("finetuning_task")) or any(
-        a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
 def task_config_fields(task: GlueTask) -> dict[str, Any]:
@@ -87,5 +82,11 @@ def predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
 
 def evaluate_features(model: nn.Module, task: GlueTask, features: TaskFeatures, batch_size: int,
                       dist: Distributed | None = None) -> dict[str, float]:
-    logits = predict_logits(model, features, batch_size, dist)
-    return glue_metrics(task.metric, predictions(task, logits), features.labels)
+    return dev_evaluation(model, task, features, batch_size, dist)[0]
+
+
+def dev_evaluation(model: nn.Module, task: GlueTask, features: TaskFeatures, batch_size: int,
+                   dist: Distributed | None = None) -> tuple[dict[str, float], str | None]:
+    """The task's metrics, and what is wrong when the predictions have collapsed to a constant (else None)."""
+    pred = predictions(task, predict_logits(model, features, batch_size, dist))
+    return glue_metrics(task.metric, pred, features.labels), collapse(pred, features.labels, task.is_regression)

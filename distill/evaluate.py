@@ -20,7 +20,7 @@ from stagekit.atomic import write_json
 from stagekit.errors import InputError
 from stagekit.options import option
 
-from .classifier import evaluate_features, load_classifier, predict_logits, predictions
+from .classifier import dev_evaluation, load_classifier, predict_logits, predictions
 from .task_data import load_features
 
 
@@ -53,12 +53,14 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise InputError(f"--output_dir {out}: exists and is not a directory")
     started = time.perf_counter()
-    results = {name: evaluate_features(model, task, feats, cfg.eval_batch_size) for name, feats in devs.items()}
+    evaluated = {name: dev_evaluation(model, task, feats, cfg.eval_batch_size) for name, feats in devs.items()}
+    results = {name: metrics for name, (metrics, _) in evaluated.items()}
+    collapsed = {name: problem for name, (_, problem) in evaluated.items() if problem}
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     submissions = [_write_submission(out / f"{name}.tsv", task, feats, predict_logits(model, feats, cfg.eval_batch_size))
                    for feats, name in tests]
-    summary = {"model": str(model_dir), "task": task.name, "dev": results, "dev_examples": {k: len(v) for k, v in devs.items()},
+    summary = {"model": str(model_dir), "task": task.name, "dev": results, "collapsed": collapsed, "dev_examples": {k: len(v) for k, v in devs.items()},
                "eval_seconds": seconds, "submissions": submissions, "config": dataclasses.asdict(cfg)}
     write_json(out / f"eval_results_{task.name}.json", summary)
     return summary
@@ -81,5 +83,7 @@ def report(summary: dict[str, Any]) -> str:
     for name, metrics in summary["dev"].items():
         lines.append(f"  {name} ({summary['dev_examples'][name]} examples): "
                      + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if name in summary["collapsed"]:
+            lines.append(f"  warning: {name}: {summary['collapsed'][name]}")
     lines += [f"  submission: {p}" for p in summary["submissions"]]
     return "\n".join(lines)

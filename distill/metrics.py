@@ -41,6 +41,25 @@ def correlations(pred: np.ndarray, gold: np.ndarray) -> tuple[float, float]:
     return float(stats.pearsonr(pred, gold)[0]), float(stats.spearmanr(pred, gold)[0])
 
 
+def collapse(predictions: np.ndarray, gold: np.ndarray, regression: bool) -> str | None:
+    """What is wrong when a model's predictions no longer depend on its input, or None. A constant prediction
+    scores 0 correlation (STS-B) or MCC (CoLA), or the majority class's accuracy, and would pass for a weak model."""
+    if len(predictions) < 2:
+        return None
+    if not np.isfinite(predictions).all():
+        return f"{int((~np.isfinite(predictions)).sum())} of {len(predictions)} predictions are not finite (NaN or inf)"
+    if regression:
+        spread, wanted = float(np.std(predictions)), float(np.std(gold))
+        if spread <= 0.01 * wanted:
+            return (f"predictions collapsed to a constant ({np.mean(predictions):.3f} +- {spread:.4f}; "
+                    f"the labels' spread is {wanted:.3f})")
+        return None
+    labels = np.unique(predictions)
+    if labels.size == 1 and np.unique(gold).size > 1:
+        return f"predictions collapsed to one class (all {len(predictions)} are label {labels[0]})"
+    return None
+
+
 def glue_metrics(metric: str, predictions: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """All of a task's metrics plus `score`. Classification: label indices; regression: floats."""
     if metric == "mcc":

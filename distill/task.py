@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from modeling.formats import DENSE, TUCKER, kind_of
+from modeling.formats import DENSE, TUCKER, is_task_model, kind_of
 from stagekit.errors import InputError
-from stagekit.model_paths import shared_vocab
+from stagekit.model_paths import read_config_dict, shared_vocab
 from stagekit.options import above, at_least, option
 
 from .losses import DistillationLoss
@@ -72,10 +72,12 @@ def run(cfg: TaskDistillConfig) -> dict[str, Any]:
             raise InputError(f"--student_model {cfg.student_model}: not a TD model, which the intermediate phase needs "
                              "(make one with `xcompress decompose` and `xcompress general-distill`)")
         shared_vocab(teacher_dir, student_dir)
+        trained = is_task_model(read_config_dict(student_dir, "--student_model"))
         job.prepare(student_dir, cfg.aug_train)
         phases = []
         for name in cfg.phases:
-            phase = _intermediate(cfg, teacher, student) if name == "intermediate" else _prediction(cfg, teacher, student, job)
+            phase = (_intermediate(cfg, teacher, student) if name == "intermediate"
+                     else _prediction(cfg, teacher, student, job, trained))
             phases.append(job.run_phase(phase))
         return job.finish(phases)
 
@@ -96,7 +98,7 @@ def _intermediate(cfg: TaskDistillConfig, teacher, student) -> Phase:
                  max_steps=cfg.intermediate_max_steps)
 
 
-def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun) -> Phase:
+def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun, trained: bool) -> Phase:
     student.requires_grad_(True)
 
     @torch.no_grad()
@@ -104,7 +106,8 @@ def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun) -> Phase
         return teacher(**model_inputs(batch)).logits
 
     return Phase("prediction", PredictionObjective(student, cfg.temperature, job.task.is_regression), student,
-                 teacher_logits, cfg.num_train_epochs, cfg.learning_rate, evaluate=True, max_steps=cfg.max_steps)
+                 teacher_logits, cfg.num_train_epochs, cfg.learning_rate, evaluate=True, max_steps=cfg.max_steps,
+                 evaluate_start=trained)
 
 
 def report(summary: dict[str, Any]) -> str:

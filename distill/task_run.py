@@ -20,7 +20,7 @@ from stagekit.model_paths import TOKENIZER_FILES
 from stagekit.options import above, at_least, between, option
 
 from .checkpoint import publish_model
-from .classifier import evaluate_features, load_classifier
+from .classifier import dev_evaluation, load_classifier
 from .dist import Distributed
 from .flags import check_training_flags
 from .sparsity import SparsityMask
@@ -129,16 +129,18 @@ class TaskRun:
         evaluated = phases[-1]["best_step"] is not None
         final_dir = self.work / ("best" if evaluated else phases[-1]["phase"])
         self.dist.barrier()
-        results = {}
+        results, collapsed = {}, {}
         if evaluated:
             final, _ = load_classifier(str(final_dir), "--output_dir", self.task)
             final.to(self.dist.device)
-            results = {name: evaluate_features(final, self.task, feats, self.cfg.eval_batch_size, self.dist)
-                       for name, feats in self.devs.items()}
+            for name, feats in self.devs.items():
+                results[name], problem = dev_evaluation(final, self.task, feats, self.cfg.eval_batch_size, self.dist)
+                if problem:
+                    collapsed[name] = problem
         summary = {"stage": self.stage, "task": self.task.name, "world_size": self.dist.world_size,
                    "backend": self.dist.backend, "linear_products": self.dist.linear_products,
                    "train_examples": len(self.train), "phases": phases,
-                   "dev": results, "seconds": time.perf_counter() - self.started,
+                   "dev": results, "collapsed": collapsed, "seconds": time.perf_counter() - self.started,
                    "output_dir": str(self.out), "config": dataclasses.asdict(self.cfg)}
         if self.dist.is_main:
             publish_model(self.work, final_dir)
@@ -156,5 +158,6 @@ class TaskRun:
         dev = "; ".join(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items())
                         for name, m in summary["dev"].items()) or "dev not evaluated (intermediate layers only)"
         steps = " + ".join(f"{p['steps']} {p['phase']}" for p in summary["phases"])
+        warning = "".join(f"\nwarning: {name}: {problem}" for name, problem in summary.get("collapsed", {}).items())
         return (f"{summary['stage']} {summary['task']}: {steps} steps on {summary['world_size']} rank(s) in "
-                f"{summary['seconds'] / 60:.1f} min; {dev} -> {summary['output_dir']}")
+                f"{summary['seconds'] / 60:.1f} min; {dev} -> {summary['output_dir']}{warning}")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from corpora.glue import GlueTask
 
 from .checkpoint import save_model_dir
-from .classifier import evaluate_features
+from .classifier import dev_evaluation
 from .data import rank_permutation
 from .dist import Distributed
 from .loop import accumulate, micro_batch_size, optimizer_for, optimizer_step, write_log
@@ -88,6 +88,9 @@ class Phase:
     learning_rate: float
     evaluate: bool
     max_steps: int | None = None  # overrides the epochs
+    # Also score the model before the first step: a model that arrives trained for the task (a task-aware TD
+    # student) competes for best/ with what training makes of it.
+    evaluate_start: bool = False
     after_step: Callable[[], None] | None = None  # a constraint re-applied after every optimizer step
 
 
@@ -121,6 +124,26 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
     bar = tqdm(total=total, desc=phase.name, unit="step", disable=not dist.is_main or s.quiet)
     started, order, order_epoch = time.perf_counter(), None, -1
 
+    def evaluate(done: int, record: dict[str, Any]) -> dict[str, Any]:
+        """Score on dev, keep the model in best/ when it is the best so far; the log record, with the score."""
+        nonlocal best
+        metrics, collapsed = dev_evaluation(phase.model, task, dev, s.eval_batch_size, dist)
+        record = record | {"dev": metrics}
+        history.append({"step": done, **metrics})
+        if collapsed:
+            record["collapsed"] = history[-1]["collapsed"] = collapsed
+            if dist.is_main:
+                tqdm.write(f"warning: {phase.name} step {done}: {collapsed}")
+        if best["step"] is None or metrics["score"] > best["score"]:  # a NaN score still leaves a model
+            best = {"score": metrics["score"], "step": done, "metrics": metrics}
+            if dist.is_main:
+                save_model_dir(phase.model, out / "best", tokenizer_files)
+        bar.set_postfix(dev=f"{metrics['score']:.4f}", best=f"{best['score']:.4f}")
+        return record
+
+    if phase.evaluate and phase.evaluate_start:
+        write_log(log, evaluate(0, {"phase": phase.name, "step": 0}))
+
     # --- loop ---------------------------------------------------------------------------------------------
     wrapped.train()
     for step in range(total):
@@ -140,14 +163,7 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
             record = {"phase": phase.name, "step": done, "loss": dist.all_reduce_mean({"loss": losses["loss"]})["loss"],
                       "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         if phase.evaluate and (done % s.eval_step == 0 or done == total):
-            metrics = evaluate_features(phase.model, task, dev, s.eval_batch_size, dist)
-            record = (record or {"phase": phase.name, "step": done}) | {"dev": metrics}
-            history.append({"step": done, **metrics})
-            if best["step"] is None or metrics["score"] > best["score"]:  # a NaN score still leaves a model
-                best = {"score": metrics["score"], "step": done, "metrics": metrics}
-                if dist.is_main:
-                    save_model_dir(phase.model, out / "best", tokenizer_files)
-            bar.set_postfix(dev=f"{metrics['score']:.4f}", best=f"{best['score']:.4f}")
+            record = evaluate(done, record or {"phase": phase.name, "step": done})
         if record is not None:
             write_log(log, record)
         bar.update(1)

@@ -64,6 +64,18 @@ def architecture_of(config: Any, where: str, kinds: tuple[str, ...] | None = Non
     return arch
 
 
+def is_task_model(config: dict[str, Any]) -> bool:
+    """A model trained for a task: its config names the task (`finetuning_task`, written by `xcompress finetune`,
+    `task-distill` and Hugging Face's run_glue) or its architecture is a ...ForSequenceClassification."""
+    return bool(config.get("finetuning_task")) or any(
+        a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+
+
+def encoder_of(model: Any) -> Any:
+    """The encoder of a model in any role (a task or masked-LM model's `bert`, or the model itself)."""
+    return getattr(model, "bert", model)
+
+
 def kind_of(model_or_config: Any) -> str:
     """DENSE, TUCKER or PRUNED for a loaded model or its config."""
     config = getattr(model_or_config, "config", model_or_config)

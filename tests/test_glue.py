@@ -1,6 +1,6 @@
 """GLUE processors on the real task files shipped in data/glue_data,
 the five tasks without files here on files in their standard layout, metrics against hand-computed values,
-and bad task data refused with file and line."""
+bad task data refused with file and line, and collapsed predictions named."""
 import math
 import shutil
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from corpora.glue import TASKS, dev_files, get_task, read_examples, submission_files, train_file
-from distill.metrics import glue_metrics, matthews_corrcoef
+from distill.metrics import collapse, glue_metrics, matthews_corrcoef
 from stagekit.errors import InputError
 from tests.conftest import REPO
 
@@ -135,3 +135,12 @@ def test_bad_task_data_names_file_and_line(tmp_path):
     (tmp_path / "STS-B/dev.tsv").write_text("\n".join(rows[:2] + [rows[2].rsplit("\t", 1)[0] + "\thigh"]) + "\n")
     with pytest.raises(InputError, match=r"dev.tsv:3: score 'high' is not a number"):
         read_examples(stsb, dev_files(stsb, tmp_path)[0])
+
+
+def test_collapse_names_what_happened():
+    gold = np.array([0.0, 1.5, 3.2, 4.8])
+    assert collapse(np.array([0.2, 1.0, 3.0, 4.0]), gold, regression=True) is None
+    assert "collapsed to a constant" in collapse(np.full(4, 2.5), gold, regression=True)
+    assert "not finite" in collapse(np.array([1.0, np.nan, 2.0, 3.0]), gold, regression=True)
+    assert "all 3 are label 1" in collapse(np.array([1, 1, 1]), np.array([0, 1, 1]), regression=False)
+    assert collapse(np.array([1, 1, 1]), np.array([1, 1, 1]), regression=False) is None

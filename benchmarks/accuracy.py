@@ -1,0 +1,257 @@
+"""How much of the teacher's accuracy the compressed students keep, on GLUE's full dev sets, per route, with the CPU
+minutes every stage took. Teachers (the embedded all-MiniLM-L6-v2) are fine-tuned on each task's full training set.
+
+Routes from a dense teacher to a TD student (each stage through the real CLI):
+  general  plain decomposition, general distillation on Wikipedia, task distillation (TinyBERT's and the paper's)
+  recover  decomposition calibrated on Wikipedia, layer-wise recovery on the task's training text, task distillation
+  task     the fine-tuned teacher decomposed with its task's training text as calibration (pooler and classifier
+           kept), layer-wise recovery against the fine-tuned teacher, task distillation
+
+The best route (BEST) runs for every task and student; the routes are compared side by side on --compare tasks
+for the first student. Every stage's output and timing is kept in --work: a rerun resumes where it stopped, and a
+--tasks/--students/--routes subset runs alone.
+
+    .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48]
+        [--routes task recover general] [--compare SST-2 STS-B] [--work runs/bench-accuracy]
+
+Prints a table (score, % of teacher, encoder params, CPU minutes per stage), writes
+benchmarks/results/accuracy.json and a plot of score against cumulative CPU minutes per route (accuracy.png).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+XC = str(REPO / ".venv/bin/xcompress")
+TASKS = ("SST-2", "MRPC", "STS-B", "CoLA")
+STUDENTS = {"1/7": "models/minilm-td-36-192", "1/48": "models/minilm-td-36-64"}
+ROUTES = ("task", "recover", "general")
+BEST = "task"
+TEACHER = "all-MiniLM-L6-v2"
+TEACHER_ENCODER_PARAMS = 10_637_568
+SEQ = 128
+# Budgets: one per stage, the same for every task (the small tasks' teachers see more epochs of fewer rows).
+SETTINGS = {
+    "teacher_epochs": {"SST-2": 1, "MRPC": 3, "STS-B": 3, "CoLA": 3}, "teacher_lr": "5e-5",
+    "pregen_epochs": 1, "mlm_examples": 3000, "aug_rows": 2000, "aug_n": 4,
+    "calibration_examples": 512, "recover_steps": 150, "recover_lr": "1e-3",
+    "general_steps": 300, "general_lr": "5e-4",
+    "eval_step": 50,
+}
+
+
+# Task distillation per route. The general route is TinyBERT's (both phases, augmented data), at the rate that the
+# demo's plain student learns with; students that start close to their teacher (recovered) collapse to one class
+# at 1e-3 (measured on the demo's SST-2: dev 0.509), so they distil predictions only, at 1e-4.
+DISTILL = {
+    "general": ["--aug_train", "--stage", "both", "--intermediate_max_steps", "100", "--intermediate_learning_rate",
+                "1e-3", "--max_steps", "300", "--learning_rate", "1e-3"],
+    "recover": ["--aug_train", "--stage", "prediction", "--max_steps", "300", "--learning_rate", "1e-4"],
+    "task": ["--aug_train", "--stage", "prediction", "--max_steps", "300", "--learning_rate", "1e-4"],
+}
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class Runner:
+    """Runs CLI stages, recording wall and CPU minutes in <work>/timings.json; a stage whose output exists and whose
+    timing is recorded is not run again."""
+
+    def __init__(self, work: Path):
+        self.work, self.file = work, work / "timings.json"
+        self.timings = json.loads(self.file.read_text()) if self.file.is_file() else {}
+
+    def __call__(self, key: str, out: Path, stage: str, *args: str) -> Path:
+        done = out / "config.json" if stage not in ("pregenerate", "augment") else out
+        if key in self.timings and done.exists():
+            return out
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        target = [] if stage == "augment" else ["--output_dir", str(out), "--overwrite_output_dir"]
+        quiet = [] if stage == "decompose" else ["--quiet"]  # decompose prints one line anyway
+        r = subprocess.run([XC, stage, *args, *target, *quiet], cwd=REPO, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"{key} failed:\n{r.stderr[-3000:]}")
+        self.timings[key] = {"wall_minutes": (time.perf_counter() - wall) / 60, "cpu_minutes": (cpu_seconds() - cpu) / 60}
+        last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        print(f"  {key}: {self.timings[key]['cpu_minutes']:.1f} CPU min ({self.timings[key]['wall_minutes']:.1f} "
+              f"wall) | {last}", flush=True)
+        self.file.write_text(json.dumps(self.timings, indent=1))
+        return out
+
+    def cpu(self, key: str) -> float:
+        return self.timings[key]["cpu_minutes"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES,
+                    help=f"routes run on the --compare tasks ({BEST}, the best, runs everywhere)")
+    ap.add_argument("--compare", nargs="*", default=["SST-2", "STS-B"], choices=TASKS)
+    ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    run, s = Runner(work), SETTINGS
+    print(f"work directory {work} (rerun the same command to resume)", flush=True)
+    plan = [(task, student, route) for task in args.tasks for student in args.students for route in ROUTES
+            if route == BEST or (route in args.routes and task in args.compare and student == args.students[0])]
+    needs = {route for _, _, route in plan}
+
+    pregen = run("pregenerate", work / "pregen", "pregenerate", "--train_corpus",
+                 "data/wiki/enwiki-sample-206pages.xml.bz2", "--bert_model", TEACHER, "--do_lower_case",
+                 "--epochs_to_generate", str(s["pregen_epochs"]), "--max_seq_len", str(SEQ))
+    mlm = run("fit-mlm-head", work / "mlm", "fit-mlm-head", "--teacher_model", TEACHER, "--pregenerated_data",
+              str(pregen), "--max_train_examples", str(s["mlm_examples"]))
+    shared = {}
+    for student in args.students:
+        name = student.replace("/", "of")
+        if "recover" in needs:
+            shared["recover", student] = run(f"decompose wikipedia-calibrated {student}", work / f"dec-wiki-{name}",
+                                             "decompose", "--teacher_model", TEACHER, "--config", STUDENTS[student],
+                                             "--calibration_data", str(pregen), "--max_seq_length", str(SEQ),
+                                             "--calibration_examples", str(s["calibration_examples"]))
+        if "general" in needs:
+            plain = run(f"decompose plain {student}", work / f"dec-plain-{name}", "decompose", "--teacher_model",
+                        TEACHER, "--config", STUDENTS[student])
+            shared["general", student] = run(
+                f"general-distill {student}", work / f"gd-{name}", "general-distill", "--teacher_model", TEACHER,
+                "--student_model", str(plain), "--pregenerated_data", str(pregen), "--max_steps",
+                str(s["general_steps"]), "--train_batch_size", "32", "--learning_rate", s["general_lr"])
+
+    results: dict = {}
+    for task in args.tasks:
+        glue = work / "glue_data"
+        if not (glue / task / "train.tsv").is_file():
+            (glue / task).mkdir(parents=True, exist_ok=True)
+            for f in ("train.tsv", "dev.tsv"):
+                (glue / task / f).write_bytes((REPO / "data/glue_data" / task / f).read_bytes())
+        on_task = ["--task_name", task, "--data_dir", str(glue), "--max_seq_length", str(SEQ)]
+        print(task, flush=True)
+        teacher = run(f"{task} teacher", work / f"teacher-{task}", "finetune", "--model", TEACHER,
+                      "--num_train_epochs", str(s["teacher_epochs"][task]), "--learning_rate", s["teacher_lr"],
+                      "--eval_step", "1000", *on_task)
+        run(f"{task} augment", glue / task / "train_aug.tsv", "augment", "--pretrained_bert_model", str(mlm),
+            "--glue_dir", str(glue), "--task_name", task, "--max_train_examples", str(s["aug_rows"]),
+            "--N", str(s["aug_n"]), "--overwrite")
+        row = results.setdefault(task, {"teacher": _summary(teacher, "finetune")["dev"]["dev"],
+                                        "teacher_cpu_minutes": run.cpu(f"{task} teacher"), "students": {}})
+        for t, student, route in plan:
+            if t != task:
+                continue
+            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher,
+                                                                    shared, on_task)
+    _report(results, args, run, work)
+
+
+def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, shared: dict,
+           on_task: list[str]) -> dict:
+    """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
+    against cumulative CPU minutes (route stages before task distillation, then its evaluations)."""
+    s, name = SETTINGS, f"{task}-{route}-{student.replace('/', 'of')}"
+    text = str(work / "glue_data" / task)
+    stages: dict[str, float] = {}
+    if route == "task":
+        start = run(f"{name} decompose", work / f"dec-{name}", "decompose", "--teacher_model", str(teacher),
+                    "--config", STUDENTS[student], "--calibration_data", text, "--max_seq_length", str(SEQ),
+                    "--calibration_examples", str(s["calibration_examples"]))
+        stages["decompose"] = run.cpu(f"{name} decompose")
+    else:
+        start = shared[route, student]
+        key = f"decompose {'wikipedia-calibrated' if route == 'recover' else 'plain'} {student}"
+        stages["decompose (shared)"] = run.cpu(key)
+        if route == "general":
+            stages["general-distill (shared)"] = run.cpu(f"general-distill {student}")
+    if route in ("task", "recover"):
+        start = run(f"{name} recover", work / f"rec-{name}", "recover", "--teacher_model",
+                    str(teacher) if route == "task" else TEACHER, "--student_model", str(start),
+                    "--calibration_data", text, "--max_seq_length", str(SEQ), "--max_steps", str(s["recover_steps"]),
+                    "--learning_rate", s["recover_lr"], "--eval_steps", str(s["recover_steps"]))
+        stages["recover"] = run.cpu(f"{name} recover")
+    out = run(f"{name} task-distill", work / f"td-{name}", "task-distill", "--teacher_model", str(teacher),
+              "--student_model", str(start), *DISTILL[route], "--eval_step", str(s["eval_step"]), *on_task)
+    stages["task-distill"] = run.cpu(f"{name} task-distill")
+    summary = _summary(out, "task_distill")
+    before = sum(v for k, v in stages.items() if k != "task-distill")
+    *earlier, pred = summary["phases"]
+    seconds = sum(p["seconds"] for p in summary["phases"])
+    per_second = stages["task-distill"] / seconds  # CPU minutes per wall second of this stage
+    first = sum(p["seconds"] for p in earlier)
+    curve = [{"cpu_minutes": before + per_second * (first + pred["seconds"] * h["step"] / pred["steps"]),
+              "score": h["score"]} for h in pred["dev_history"]]
+    return {"dev": summary["dev"]["dev"], "collapsed": summary.get("collapsed", {}), "cpu_minutes": stages,
+            "curve": curve, "output_dir": str(out)}
+
+
+def _summary(directory: Path, stage: str) -> dict:
+    return json.loads((directory / f"{stage}_summary.json").read_text())
+
+
+def _report(results: dict, args, run: Runner, work: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from modeling import TuckerBertConfig, TuckerBertModel
+    from modeling.params import encoder_params
+
+    params = {k: encoder_params(TuckerBertModel(TuckerBertConfig.from_pretrained(str(REPO / v))))
+              for k, v in STUDENTS.items()}
+    print(f"\nGLUE dev (full), teacher {TEACHER} ({TEACHER_ENCODER_PARAMS:,} encoder params) fine-tuned on the full "
+          f"training sets; sequence {SEQ}; CPU minutes on this machine")
+    print("| task | teacher | student | route | score | % of teacher | encoder params | CPU min per stage | total |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for task, row in results.items():
+        te = row["teacher"]["score"]
+        for student, routes in row["students"].items():
+            for route, r in routes.items():
+                score = r["dev"]["score"]
+                r["percent_of_teacher"] = 100 * score / te if te else None
+                r["total_cpu_minutes"] = sum(r["cpu_minutes"].values())
+                cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_minutes"].items())
+                flag = " (collapsed)" if r["collapsed"] else ""
+                print(f"| {task} | {te:.4f} | {student} | {route} | {score:.4f}{flag} | "
+                      f"{r['percent_of_teacher']:.1f} | {params[student]:,} | {cpu} | {r['total_cpu_minutes']:.1f} |")
+    shared = {k: v for k, v in run.timings.items() if not k.startswith(tuple(results))}
+    print("\nshared stages (CPU min): " + "; ".join(f"{k} {v['cpu_minutes']:.1f}" for k, v in shared.items()))
+    total = sum(v["wall_minutes"] for v in run.timings.values())
+    print(f"wall time of every stage recorded in {work}: {total:.1f} min")
+    out = REPO / "benchmarks/results/accuracy.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": SETTINGS, "distill": DISTILL, "sequence": SEQ, "best_route": BEST,
+                               "results": results, "encoder_params": params | {"teacher": TEACHER_ENCODER_PARAMS},
+                               "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
+    print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")
+
+
+def _plot(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = [(task, student) for task, row in results.items() for student in row["students"]]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.6), squeeze=False)
+    for ax, (task, student) in zip(axes[0], pairs):
+        row = results[task]
+        for route, r in row["students"][student].items():
+            ax.plot([p["cpu_minutes"] for p in r["curve"]], [p["score"] for p in r["curve"]], marker="o", label=route)
+        ax.axhline(row["teacher"]["score"], color="grey", linestyle="--", label="teacher")
+        ax.set(title=f"{task}, TD {student}", xlabel="CPU minutes (route, cumulative)", ylabel="dev score")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()

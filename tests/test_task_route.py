@@ -1,0 +1,78 @@
+"""The task-aware route on real models and data: a fine-tuned teacher decomposes into a task student (pooler and
+classifier kept) that evaluates, recovers and distills as a task model; a teacher of another task is refused; a
+run whose predictions collapse to a constant says so."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from corpora.glue import get_task
+from distill.classifier import load_classifier
+from stagekit.cli import main
+from tests.conftest import FAST
+
+pytestmark = pytest.mark.slow  # the fine-tuned SST-2 teacher is trained first
+
+
+@pytest.fixture(scope="module")
+def task_student(sst2_teacher, glue_copy, tmp_path_factory):
+    """The SST-2 teacher at full ranks, calibrated on SST-2: the same network, now a TD task model."""
+    out = tmp_path_factory.mktemp("task-route") / "td-full"
+    assert main(["decompose", "--teacher_model", str(sst2_teacher), "--rank_layer", "72", "--rank_dim", "384",
+                 "--calibration_data", str(glue_copy / "SST-2"), "--calibration_examples", "64",
+                 "--held_out_examples", "16", "--calibration_sweeps", "1", "--max_seq_length", "64",
+                 "--output_dir", str(out)]) == 0
+    return out
+
+
+def test_a_task_teacher_decomposes_into_a_task_student(task_student, sst2_teacher):
+    config = json.loads((task_student / "config.json").read_text())
+    assert config["architectures"] == ["TuckerBertForSequenceClassification"]
+    assert config["finetuning_task"] == "SST-2" and config["num_labels"] == 2
+    summary = json.loads((task_student / "decompose_summary.json").read_text())
+    assert summary["task_model"] and summary["functional_error"]["overall"] < 1e-4
+    task = get_task("SST-2")
+    student, _ = load_classifier(str(task_student), "--model", task, need_task_model=True)
+    teacher, _ = load_classifier(str(sst2_teacher), "--model", task, need_task_model=True)
+    ids = torch.randint(1000, 30000, (3, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = student(input_ids=ids).logits - teacher(input_ids=ids).logits
+    assert float(diff.abs().max()) < 1e-4
+
+
+def test_recovery_keeps_the_classifier(task_student, sst2_teacher, glue_copy, tmp_path):
+    out = tmp_path / "recovered"
+    assert main(["recover", "--teacher_model", str(sst2_teacher), "--student_model", str(task_student),
+                 "--calibration_data", str(glue_copy / "SST-2"), "--calibration_examples", "64",
+                 "--held_out_examples", "16", "--max_steps", "2", "--max_seq_length", "32", "--quiet",
+                 "--output_dir", str(out)]) == 0
+    before, after = load_file(task_student / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(before) == set(after)
+    for name in ("classifier.weight", "classifier.bias", "bert.pooler.dense.weight"):
+        assert torch.equal(before[name], after[name]), name
+    assert json.loads((out / "config.json").read_text())["finetuning_task"] == "SST-2"
+
+
+def test_a_teacher_of_another_task_is_refused(sst2_teacher, glue_copy, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["decompose", "--teacher_model", str(sst2_teacher), "--rank_layer", "12", "--rank_dim", "64",
+                 "--calibration_data", str(glue_copy / "STS-B"), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a task model for SST-2 (2 label(s)), but --calibration_data" in err[0], err
+    assert "is STS-B (1 label(s))" in err[0] and not out.exists()
+
+
+def test_a_collapsed_run_says_so(glue_copy, tmp_path):
+    """A learning rate far too high drives STS-B predictions to a constant: the log, the summary and the report
+    line say so instead of a bare 0.00."""
+    out = tmp_path / "collapsed"
+    assert main(["finetune", "--model", "all-MiniLM-L6-v2", "--task_name", "STS-B", "--data_dir", str(glue_copy),
+                 "--learning_rate", "0.3", "--max_steps", "12", "--max_train_examples", "384", "--eval_step", "12",
+                 "--output_dir", str(out), *FAST]) == 0
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert "collapsed" in summary["collapsed"]["dev"] or "not finite" in summary["collapsed"]["dev"]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("collapsed" in r for r in logged)
