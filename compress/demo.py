@@ -1,10 +1,10 @@
-"""The demo: the whole pipeline (configs/demo.yaml) on the embedded defaults, ending with the report's path.
+"""The demo: the best route (configs/demo.yaml) on the embedded defaults, ending with the report's path.
 
     xcompress demo [--dry_run]
     make demo
 
-It copies the shipped SST-2 files into the demo's work directory (augmentation writes train_aug.tsv beside
-them, never into data/), then runs `xcompress pipeline configs/demo.yaml` from the repository root. A rerun
+It copies the shipped SST-2 files into the demo's work directory (stages that write beside the task files, as
+augmentation does, write there, never into data/), then runs `xcompress pipeline configs/demo.yaml` from the repository root. A rerun
 skips the stages that are complete.
 """
 from __future__ import annotations

@@ -172,7 +172,9 @@ def hidden_state_errors(teacher: nn.Module, student: nn.Module, sequences: list[
     cls_err, cls_sum, cls_sq = 0.0, 0.0, 0.0
     teacher.eval()
     student.eval()
+    device = next(student.parameters()).device
     for batch in batches(sequences, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
         mask = batch["attention_mask"].bool()
         t = teacher(**batch, output_hidden_states=True).hidden_states[1:]
         s = student(**batch, output_hidden_states=True).hidden_states[1:]
@@ -181,7 +183,7 @@ def hidden_state_errors(teacher: nn.Module, student: nn.Module, sequences: list[
         num, den = (d, r) if num is None else (num + d, den + r)
         first = t[-1][:, 0].double()
         cls_err += float(((s[-1][:, 0].double() - first) ** 2).sum())
-        cls_sum, cls_sq = cls_sum + first.sum(0), cls_sq + float((first ** 2).sum())
+        cls_sum, cls_sq = cls_sum + first.sum(0).cpu(), cls_sq + float((first ** 2).sum())
     per_layer = [float(x) for x in torch.sqrt(num / den)]
     spread = cls_sq - float((cls_sum ** 2).sum()) / len(sequences)
     return {"overall": per_layer[-1], "per_layer": per_layer, "cls": (cls_err / spread) ** 0.5 if spread > 0 else None,

@@ -99,6 +99,8 @@ def run(cfg: RecoverConfig) -> dict[str, Any]:
                          cfg.calibration_data)
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # one device: layers train all at once
+    teacher, model = teacher.to(device), model.to(device)
     teacher.eval().requires_grad_(False)
     student.eval()  # no dropout: the layers are fitted, not regularised
     student.embeddings.requires_grad_(False)
@@ -117,7 +119,7 @@ def run(cfg: RecoverConfig) -> dict[str, Any]:
         if len(pool) < cfg.train_batch_size:
             pool = fit[:]
             order.shuffle(pool)
-        batch = next(batches(pool[:cfg.train_batch_size], cfg.train_batch_size))
+        batch = {k: v.to(device) for k, v in next(batches(pool[:cfg.train_batch_size], cfg.train_batch_size)).items()}
         pool = pool[cfg.train_batch_size:]
         with torch.no_grad():
             target = teacher(**batch, output_hidden_states=True).hidden_states
