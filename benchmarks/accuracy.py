@@ -72,7 +72,7 @@ class Runner:
     timing is recorded is not run again."""
 
     def __init__(self, work: Path):
-        self.work, self.file = work, work / "timings.json"
+        self.file = work / "timings.json"
         self.timings = json.loads(self.file.read_text()) if self.file.is_file() else {}
 
     def __call__(self, key: str, out: Path, stage: str, *args: str) -> Path:
@@ -121,21 +121,24 @@ def main() -> None:
                      "--epochs_to_generate", str(s["pregen_epochs"]), "--max_seq_len", str(SEQ))
     mlm = run("fit-mlm-head", work / "mlm", "fit-mlm-head", "--teacher_model", TEACHER, "--pregenerated_data",
               str(pregen), "--max_train_examples", str(s["mlm_examples"])) if "general" in needs else None
-    shared = {}
+    shared = {}  # (route, student) -> the student every task of that route starts from, and its CPU minutes
     for student in args.students:
         name = student.replace("/", "of")
         if "recover" in needs:
-            shared["recover", student] = run(f"decompose wikipedia-calibrated {student}", work / f"dec-wiki-{name}",
-                                             "decompose", "--teacher_model", TEACHER, "--config", STUDENTS[student],
-                                             "--calibration_data", str(pregen), "--max_seq_length", str(SEQ),
-                                             "--calibration_examples", str(s["calibration_examples"]))
+            key = f"decompose wikipedia-calibrated {student}"
+            start = run(key, work / f"dec-wiki-{name}", "decompose", "--teacher_model", TEACHER, "--config",
+                        STUDENTS[student], "--calibration_data", str(pregen), "--max_seq_length", str(SEQ),
+                        "--calibration_examples", str(s["calibration_examples"]))
+            shared["recover", student] = start, {"decompose (shared)": run.cpu(key)}
         if "general" in needs:
-            plain = run(f"decompose plain {student}", work / f"dec-plain-{name}", "decompose", "--teacher_model",
-                        TEACHER, "--config", STUDENTS[student])
-            shared["general", student] = run(
-                f"general-distill {student}", work / f"gd-{name}", "general-distill", "--teacher_model", TEACHER,
-                "--student_model", str(plain), "--pregenerated_data", str(pregen), "--max_steps",
-                str(s["general_steps"]), "--train_batch_size", "32", "--learning_rate", s["general_lr"])
+            key = f"decompose plain {student}"
+            plain = run(key, work / f"dec-plain-{name}", "decompose", "--teacher_model", TEACHER, "--config",
+                        STUDENTS[student])
+            start = run(f"general-distill {student}", work / f"gd-{name}", "general-distill", "--teacher_model",
+                        TEACHER, "--student_model", str(plain), "--pregenerated_data", str(pregen), "--max_steps",
+                        str(s["general_steps"]), "--train_batch_size", "32", "--learning_rate", s["general_lr"])
+            shared["general", student] = start, {"decompose (shared)": run.cpu(key),
+                                                 "general-distill (shared)": run.cpu(f"general-distill {student}")}
 
     results: dict = {}
     for task in args.tasks:
@@ -176,11 +179,8 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
                     "--calibration_examples", str(s["calibration_examples"]))
         stages["decompose"] = run.cpu(f"{name} decompose")
     else:
-        start = shared[route, student]
-        key = f"decompose {'wikipedia-calibrated' if route == 'recover' else 'plain'} {student}"
-        stages["decompose (shared)"] = run.cpu(key)
-        if route == "general":
-            stages["general-distill (shared)"] = run.cpu(f"general-distill {student}")
+        start, shared_cpu = shared[route, student]
+        stages.update(shared_cpu)
     if route in ("task", "recover"):
         start = run(f"{name} recover", work / f"rec-{name}", "recover", "--teacher_model",
                     str(teacher) if route == "task" else TEACHER, "--student_model", str(start),

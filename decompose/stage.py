@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from corpora.glue import TASKS
-from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, architecture_of, encoder_of, is_task_model
+from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, architecture_of, encoder_of, is_task_model, label_count
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.params import encoder_params
 from modeling.stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
@@ -118,7 +118,7 @@ def _check_task(cfg: DecomposeConfig, tc: dict[str, Any]) -> None:
     if not (is_task_model(tc) and source.is_dir() and source.name in TASKS):
         return
     task = TASKS[source.name]
-    trained_on, labels = tc.get("finetuning_task"), tc.get("num_labels", len(tc.get("id2label") or {}) or 2)
+    trained_on, labels = tc.get("finetuning_task"), label_count(tc)
     if trained_on not in (None, task.name) or labels != task.num_labels:
         raise InputError(f"--teacher_model {cfg.teacher_model}: a task model for {trained_on or 'another task'} "
                          f"({labels} label(s)), but --calibration_data {cfg.calibration_data} is {task.name} "

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from corpora.glue import GlueTask
-from modeling.formats import CLASSIFIER, is_task_model
+from modeling.formats import CLASSIFIER, is_task_model, label_count
 from modeling.int8 import quantization_of
 from modeling.loading import inspect_model, load_model
 from stagekit.errors import InputError
@@ -38,7 +38,7 @@ def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_mode
     _, config, _ = inspect_model(name_or_path, flag)
     trained = is_task_model(config)
     if trained:
-        labels = config.get("num_labels", len(config.get("id2label") or {}) or 2)
+        labels = label_count(config)
         if labels != task.num_labels:
             raise InputError(f"{flag} {name_or_path}: has {labels} output label(s) but {task.name} has {task.num_labels}")
         if config.get("finetuning_task") not in (None, task.name):

@@ -60,7 +60,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     submissions = [_write_submission(out / f"{name}.tsv", task, feats, predict_logits(model, feats, cfg.eval_batch_size))
                    for feats, name in tests]
-    summary = {"model": str(model_dir), "task": task.name, "dev": results, "collapsed": collapsed, "dev_examples": {k: len(v) for k, v in devs.items()},
+    summary = {"model": str(model_dir), "task": task.name, "dev": results, "collapsed": collapsed,
+               "dev_examples": {k: len(v) for k, v in devs.items()},
                "eval_seconds": seconds, "submissions": submissions, "config": dataclasses.asdict(cfg)}
     write_json(out / f"eval_results_{task.name}.json", summary)
     return summary

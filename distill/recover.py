@@ -88,9 +88,12 @@ def layer_losses(student, teacher_hidden: tuple[torch.Tensor, ...], attention_ma
 def run(cfg: RecoverConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     check_values(cfg)
-    teacher, teacher_dir = _load(cfg.teacher_model, "--teacher_model", DENSE)
-    model, student_dir = _load(cfg.student_model, "--student_model", TUCKER)
-    student = encoder_of(model)  # a task student keeps its head, untouched, and is saved whole
+    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,))
+    # A task student is loaded with its head, which stays untouched and is saved with it.
+    _, student_config, _ = inspect_model(cfg.student_model, "--student_model", kinds=(TUCKER,))
+    model, student_dir = load_model(cfg.student_model, "--student_model",
+                                    CLASSIFIER if is_task_model(student_config) else ENCODER, kinds=(TUCKER,))
+    student = encoder_of(model)
     shared_vocab(teacher_dir, student_dir)
     tokenizer = load_tokenizer(teacher_dir, "--teacher_model")
     sequences = read_sequences(cfg.calibration_data, "--calibration_data", tokenizer, cfg.max_seq_length,
@@ -150,13 +153,6 @@ def run(cfg: RecoverConfig) -> dict[str, Any]:
         write_json(tmp / "recover_config.json", dataclasses.asdict(cfg))
         write_json(tmp / "recover_summary.json", summary)
     return summary
-
-
-def _load(value: str, flag: str, kind: str):
-    """The model of a flag, a task model as the classifier it is; the encoder of a task teacher is what is used."""
-    _, config, _ = inspect_model(value, flag, kinds=(kind,))
-    model, model_dir = load_model(value, flag, CLASSIFIER if is_task_model(config) else ENCODER, kinds=(kind,))
-    return (model if kind == TUCKER else encoder_of(model)), model_dir
 
 
 def _errors(teacher, student, held: list) -> dict[str, Any]:

@@ -71,6 +71,11 @@ def is_task_model(config: dict[str, Any]) -> bool:
         a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
+def label_count(config: dict[str, Any]) -> int:
+    """Output labels of a task model's config.json (transformers writes id2label, not num_labels)."""
+    return config.get("num_labels", len(config.get("id2label") or {}) or 2)
+
+
 def encoder_of(model: Any) -> Any:
     """The encoder of a model in any role (a task or masked-LM model's `bert`, or the model itself)."""
     return getattr(model, "bert", model)
