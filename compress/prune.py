@@ -6,12 +6,14 @@ from `--teacher_model`), with a table and plots of score and size against what w
     xcompress prune --model runs/td-sst2 --pruning_type rank --target_rank_dim 96 --target_rank_layer 18 ...
     xcompress prune --model runs/teacher-sst2 --pruning_type unstructured --amount_ffn 0.7 --amount_attention 0.5 \
         --iterations 3 ...
+    xcompress prune --model runs/td-sst2 --pruning_type vocabulary ...              (any task model, no recovery)
 
 Structured pruning (dense and pruned BERT): TextPruner's targets, `--target_num_of_heads` and
 `--target_ffn_size` as averages per layer allocated over layers by importance (`--even`: the same in every
 layer), or `--layer_num_heads` / `--layer_ffn_sizes` per layer. Rank pruning (TD): `--target_rank_dim`,
 `--target_rank_layer`. Unstructured: `--amount` for every group, `--amount_<group>` for one, `--iterations`
-steps of prune-then-recover. Comma lists make a sweep: one model per setting (the grid of heads x FFN sizes,
+steps of prune-then-recover. Vocabulary (any task model): the word pieces that the task's files (train,
+augmented, dev and test rows) use, with identical predictions on them (compress/prune_vocabulary.py). Comma lists make a sweep: one model per setting (the grid of heads x FFN sizes,
 of d x l, or the list of amounts), each in `<output_dir>/<setting>/`; a single setting is `<output_dir>` itself.
 Settings sharing a head count reuse one head-pruned, recovered model and prune only its FFN.
 """
@@ -26,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from corpora.glue import dev_files, get_task, task_dir, train_file
+from corpora.glue import dev_files, get_task, read_examples, submission_files, task_dir, train_file
 from distill.checkpoint import publish_model, save_model_dir
-from distill.classifier import evaluate_features, load_classifier
+from distill.classifier import evaluate_features, load_classifier, predict_logits
 from distill.task_data import load_features
 from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
+from modeling.int8 import quantization_of
 from modeling.loading import load_tokenizer
 from modeling.params import GROUPS
 from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
@@ -40,6 +43,7 @@ from stagekit.options import option
 
 from .measure import parameter_counts, size_on_disk
 from .prune_unstructured import compressed_size, sparsity
+from .prune_vocabulary import check_same_pieces, prune_embeddings_, used_pieces, write_tokenizer
 from .pruning import KINDS, PruningConfig, prune_
 
 WEIGHTS = "model.safetensors"
@@ -51,7 +55,7 @@ class PruneConfig:
     task_name: str = option()
     data_dir: str = option()
     output_dir: str = option()
-    pruning_type: str = option("structured", choices=KINDS)
+    pruning_type: str = option("structured", choices=KINDS + ("vocabulary",))
     importance: str = option(
         "taylor",
         help="taylor: |sum w*grad| on task data; l1: weight magnitude",
@@ -112,6 +116,8 @@ def _numbers(text: str | None, flag: str, kind: type = int) -> list | None:
 def plan_settings(cfg: PruneConfig) -> dict[str, Setting]:
     """Every setting of the sweep by name, intermediates first."""
     kind, imp = cfg.pruning_type, cfg.importance
+    if kind == "vocabulary":
+        return {}
     if kind == "structured":
         heads: list = _numbers(cfg.target_num_of_heads, "--target_num_of_heads") or [None]
         ffn: list = _numbers(cfg.target_ffn_size, "--target_ffn_size") or [None]
@@ -172,6 +178,8 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
     task = get_task(cfg.task_name)
     task_dir(cfg.data_dir, task)
     model, model_dir = load_classifier(cfg.model, "--model", task, need_task_model=True)
+    if quantization_of(model.config.to_dict()):
+        raise InputError(f"--model {cfg.model}: quantized; prune the fp32 model it came from, then quantize")
     for name, s in settings.items():
         try:
             s.pruning.check(model)
@@ -180,15 +188,19 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     tokenizer = load_tokenizer(model_dir, "--model")
     dev = load_features(task, dev_files(task, cfg.data_dir)[0], tokenizer, cfg.max_seq_length)
+    texts = _task_texts(task, cfg.data_dir) if cfg.pruning_type == "vocabulary" else []
     importance = None
-    if cfg.importance == "taylor" and cfg.pruning_type != "unstructured":
+    if cfg.importance == "taylor" and cfg.pruning_type not in ("unstructured", "vocabulary"):
         importance = load_features(task, train_file(task, cfg.data_dir, aug=False), tokenizer, cfg.max_seq_length,
                                    cfg.importance_examples, cfg.seed)
     # Built under a hidden name beside --output_dir and published whole: an interrupted sweep leaves nothing
     # under the user's name, and the same command starts it again.
     work = fresh_dir(partial_dir(out))
     try:
-        summary = _sweep(cfg, settings, task, model, model_dir, dev, importance, work)
+        if cfg.pruning_type == "vocabulary":
+            summary = _prune_vocabulary(cfg, task, model, model_dir, tokenizer, dev, texts, work)
+        else:
+            summary = _sweep(cfg, settings, task, model, model_dir, dev, importance, work)
         summary |= {"output_dir": str(out), "seconds": time.perf_counter() - started}
         write_json(work / "prune_config.json", dataclasses.asdict(cfg))
         sweep = cfg.pruning_type == "structured" and len(summary["rows"]) > 1
@@ -226,6 +238,42 @@ def _sweep(cfg: PruneConfig, settings: dict[str, Setting], task, model, model_di
                   f"{original['score']:.4f}), {row['size_on_disk_bytes'] / 1e6:.1f} MB", flush=True)
     return {"task": task.name, "model": str(model_dir), "pruning_type": cfg.pruning_type, "original": original,
             "rows": rows, "config": dataclasses.asdict(cfg)}
+
+
+def _task_texts(task, data_dir: str) -> list[tuple[str, str | None]]:
+    """Every text of the task's files that exist: training (and augmented) rows, dev and test rows."""
+    labelled = [train_file(task, data_dir), train_file(task, data_dir, aug=True), *dev_files(task, data_dir)]
+    texts = []
+    for path, has_labels in [(p, True) for p in labelled] + [(p, False) for p, _ in submission_files(task, data_dir)]:
+        if path.is_file():
+            texts += [(e.text_a, e.text_b) for e in read_examples(task, path, labelled=has_labels)]
+    return texts
+
+
+def _prune_vocabulary(cfg: PruneConfig, task, model, model_dir: Path, tokenizer, dev, texts, work: Path
+                      ) -> dict[str, Any]:
+    """The word pieces of the task's text kept, the tokenizer renumbered; no recovery (nothing changes on that
+    text, which the summary shows: texts split differently and the largest dev logit change, both 0)."""
+    original_logits = predict_logits(model, dev, cfg.eval_batch_size)
+    original = _row("original", model, model_dir, evaluate_features(model, task, dev, cfg.eval_batch_size))
+    keep = used_pieces(tokenizer, texts)
+    record = prune_embeddings_(model, keep)
+    model.save_pretrained(work)
+    write_tokenizer(tokenizer, keep, model_dir, work)
+    pruned_tokenizer = load_tokenizer(work, "--output_dir")
+    final, _ = load_classifier(str(work), "--output_dir", task, need_task_model=True)
+    dev_after = load_features(task, dev_files(task, cfg.data_dir)[0], pruned_tokenizer, cfg.max_seq_length)
+    row = _row("vocabulary", final, work, evaluate_features(final, task, dev_after, cfg.eval_batch_size))
+    row |= {"vocabulary": record, "texts": len(texts),
+            "texts_split_differently": check_same_pieces(tokenizer, pruned_tokenizer, keep, texts),
+            "max_dev_logit_change": float(np.abs(predict_logits(final, dev_after, cfg.eval_batch_size)
+                                                 - original_logits).max()),
+            "percent_of_original": 100 * row["score"] / original["score"] if original["score"] else None}
+    if not cfg.quiet:
+        print(f"prune vocabulary: {record['kept']:,} of {record['original_size']:,} pieces kept, dev {row['score']:.4f} "
+              f"(was {original['score']:.4f}), {row['size_on_disk_bytes'] / 1e6:.1f} MB", flush=True)
+    return {"task": task.name, "model": str(model_dir), "pruning_type": "vocabulary", "original": original,
+            "rows": [row], "config": dataclasses.asdict(cfg)}
 
 
 def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, target: Path, task,
@@ -343,6 +391,12 @@ def report(summary: dict[str, Any]) -> str:
                      f"{r['score']:.4f} | {pct} |" if "ffn_size" in r else
                      f"| {r['name']} | - | - | {ranks} | {r['params']['encoder']:,} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
                      f"{r['compressed_bytes'] / 1e6:.1f} | {r['sparsity']:.1%} | {r['score']:.4f} | {pct} |")
+    for r in summary["rows"]:
+        if "vocabulary" in r:
+            v = r["vocabulary"]
+            lines += ["", f"Vocabulary: {v['kept']:,} of {v['original_size']:,} word pieces kept (those of "
+                          f"{r['texts']:,} task texts); texts split differently: {r['texts_split_differently']}, "
+                          f"largest dev logit change: {r['max_dev_logit_change']:.2g}."]
     if summary["pruning_type"] == "unstructured":
         lines += ["", "Zeroed weights shrink the gzip-compressed file; dense kernels do not run faster on them."]
     lines += ["", f"{summary['seconds'] / 60:.1f} min -> {summary['output_dir']}"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from corpora.glue import GlueTask, dev_files, get_task, submission_files
+from modeling.formats import VOCABULARY_KEY
 from modeling.loading import load_tokenizer
 from stagekit.atomic import write_json
 from stagekit.errors import InputError
@@ -60,11 +61,20 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     submissions = [_write_submission(out / f"{name}.tsv", task, feats, predict_logits(model, feats, cfg.eval_batch_size))
                    for feats, name in tests]
+    # A pruned vocabulary turns the pieces it dropped into [UNK] (or other pieces): say how often that happened.
+    pruned = getattr(model.config, VOCABULARY_KEY, None)
+    unknown = {name: _unknown(feats, tokenizer.unk_token_id) for name, feats in devs.items()} if pruned else {}
     summary = {"model": str(model_dir), "task": task.name, "dev": results, "collapsed": collapsed,
+               "vocabulary": pruned, "unknown_pieces": unknown,
                "dev_examples": {k: len(v) for k, v in devs.items()},
                "eval_seconds": seconds, "submissions": submissions, "config": dataclasses.asdict(cfg)}
     write_json(out / f"eval_results_{task.name}.json", summary)
     return summary
+
+
+def _unknown(feats, unk_id: int) -> dict[str, int]:
+    return {"unknown": sum(ids.count(unk_id) for ids in feats.input_ids),
+            "pieces": sum(len(ids) for ids in feats.input_ids)}
 
 
 def _write_submission(path: Path, task: GlueTask, feats, logits) -> str:
@@ -86,5 +96,9 @@ def report(summary: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if name in summary["collapsed"]:
             lines.append(f"  warning: {name}: {summary['collapsed'][name]}")
+        if name in summary["unknown_pieces"]:
+            u, v = summary["unknown_pieces"][name], summary["vocabulary"]
+            lines.append(f"  note: {name}: {u['unknown']:,} of {u['pieces']:,} pieces are [UNK] (vocabulary pruned to "
+                         f"{v['kept']:,} of {v['original_size']:,} pieces; text it was not pruned for loses words)")
     lines += [f"  submission: {p}" for p in summary["submissions"]]
     return "\n".join(lines)

@@ -17,6 +17,8 @@ from .configuration_tucker_bert import TuckerBertConfig
 from .modeling_tucker_bert import TuckerBertForMaskedLM, TuckerBertForSequenceClassification, TuckerBertModel
 from .pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, PrunedBertModel
 
+# A config key: the word pieces kept by vocabulary pruning ({"original_size": n, "kept": k}).
+VOCABULARY_KEY = "xcompress_vocabulary"
 # What an architecture is, for the stages: a dense teacher (fine-tuned, factorized, distilled from), a TD
 # student, or a structurally pruned model.
 DENSE, TUCKER, PRUNED = "dense", "tucker", "pruned"

@@ -181,6 +181,8 @@ def test_int8_teacher_loses_at_most_a_point_in_pytorch_and_onnxruntime(int8_teac
 
 
 def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
+    from safetensors.torch import load_file
+    from torch.ao.nn.quantized import Embedding as QEmbedding
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
     from modeling import TuckerBertForSequenceClassification, fold_for_inference
@@ -198,6 +200,7 @@ def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
     quantize_(model)
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert not linear and sum(isinstance(m, QLinear) for m in model.modules()) == 6 * 8 + 2  # 4 groups x 2 maps
+    assert sum(isinstance(m, QEmbedding) for m in model.modules()) == 3  # words, positions, token types
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask).logits
     assert (out - ref).abs().max() < 0.05
@@ -205,6 +208,11 @@ def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
     again = load_quantized(tmp_path, TuckerBertForSequenceClassification)
     with torch.no_grad():
         assert torch.equal(again(input_ids=ids, attention_mask=mask).logits, out)
+    # Factorized on disk: the fp16 factors, not the folded int8 maps; smaller than the fp32 file.
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    assert stored["bert.encoder.stored_factors.G"].dtype == torch.float16
+    assert not any(k.startswith("bert.encoder.layer.") and k.endswith("weight_int8") for k in stored)
+    assert (tmp_path / "model.safetensors").stat().st_size < 0.35 * (td_student / "model.safetensors").stat().st_size
     with pytest.raises(ValueError, match="already quantized"):
         quantize_(again)
 
@@ -219,7 +227,7 @@ def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_co
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "report.json").read_text())
     labels = [row["label"] for row in summary["rows"]]
-    assert labels == ["teacher", "teacher int8", "teacher int8 (ORT fp32)", "teacher int8 (ORT int8)"]
+    assert labels == ["teacher", "teacher int8", "teacher, ONNX Runtime fp32", "teacher, ONNX Runtime int8"]
     assert summary["rows"][0]["percent_of_reference"] == 100.0
     assert all(row["latency_b1_s"] > 0 and row["size_on_disk_bytes"] > 0 for row in summary["rows"])
     md = (out / "report.md").read_text()
@@ -253,3 +261,76 @@ def test_bad_pruning_input_exits_2_and_writes_nothing(case, sst2_teacher, glue_c
 def test_quantizing_a_quantized_model_is_refused(int8_teacher, tmp_path, capsys):
     assert main(["quantize", "--model", str(int8_teacher), "--output_dir", str(tmp_path / "again")]) == 2
     assert "already quantized" in capsys.readouterr().err and not (tmp_path / "again").exists()
+
+
+@pytest.mark.slow
+def test_vocabulary_pruning_keeps_every_prediction_on_the_task_text(sst2_teacher, glue_copy, tmp_path):
+    from corpora.glue import get_task, read_examples
+    from distill.classifier import predict_logits
+    from distill.task_data import encode
+    from modeling.loading import load_tokenizer
+
+    out = tmp_path / "vocab"
+    assert main(["prune", "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                 "--pruning_type", "vocabulary", "--max_seq_length", "64", "--output_dir", str(out)]) == 0
+    row = json.loads((out / "prune_summary.json").read_text())["rows"][0]
+    assert row["texts_split_differently"] == 0 and row["max_dev_logit_change"] == 0.0
+    config = json.loads((out / "config.json").read_text())
+    kept = config["xcompress_vocabulary"]["kept"]
+    assert config["vocab_size"] == kept < 30522 // 2 and config["xcompress_vocabulary"]["original_size"] == 30522
+    assert row["size_on_disk_bytes"] < 0.7 * json.loads((out / "prune_summary.json").read_text())["original"]["size_on_disk_bytes"]
+    assert len((out / "vocab.txt").read_text().splitlines()) == kept
+    # Training sentences too (not only dev): the same logits from the pruned model and its renumbered tokenizer.
+    task = get_task("SST-2")
+    examples = read_examples(task, glue_copy / "SST-2/train.tsv")[:512]
+    logits = {}
+    for name, directory in (("original", sst2_teacher), ("pruned", out)):
+        features = encode(task, examples, load_tokenizer(directory, "--model"), 64)
+        logits[name] = predict_logits(_load(directory, task), features, 64)
+    assert np.array_equal(logits["original"], logits["pruned"])
+    # Text outside the task's files loses the pieces that were dropped, and evaluate says how many.
+    other = tmp_path / "other/SST-2"
+    other.mkdir(parents=True)
+    (other / "dev.tsv").write_text("sentence\tlabel\nthe sushi bar in 東京 was splendid\t1\na good film\t1\n",
+                                   encoding="utf-8")  # SST-2 has no CJK characters; the original vocabulary does
+    r = run_cli("evaluate", "--model", str(out), "--task_name", "SST-2", "--data_dir", str(tmp_path / "other"),
+                "--output_dir", str(tmp_path / "eval"))
+    assert r.returncode == 0, r.stderr
+    unknown = json.loads((tmp_path / "eval/eval_results_SST-2.json").read_text())["unknown_pieces"]["dev"]
+    assert unknown["unknown"] >= 1 and f"{unknown['unknown']} of {unknown['pieces']} pieces are [UNK]" in r.stdout
+
+
+def test_vocabulary_pruning_of_a_td_model_keeps_its_outputs(td_student, tmp_path):
+    from compress.prune_vocabulary import prune_embeddings_, write_tokenizer
+    from modeling import TuckerBertForSequenceClassification
+    from modeling.loading import load_tokenizer
+
+    model = TuckerBertForSequenceClassification.from_pretrained(str(td_student), num_labels=2).eval()
+    tokenizer = load_tokenizer(td_student, "--model")
+    text = ["a gripping, well-acted thriller", "the plot is thin and the jokes fall flat"]
+    original = tokenizer(text, padding=True, return_tensors="pt")
+    keep = sorted(set(original["input_ids"].flatten().tolist()) | set(tokenizer.all_special_ids))
+    with torch.no_grad():
+        before = model(**original).logits
+    prune_embeddings_(model, keep)
+    write_tokenizer(tokenizer, keep, td_student, tmp_path)
+    model.save_pretrained(tmp_path)
+    again = TuckerBertForSequenceClassification.from_pretrained(str(tmp_path)).eval()
+    renumbered = load_tokenizer(tmp_path, "--model")(text, padding=True, return_tensors="pt")
+    assert again.config.vocab_size == len(keep) and renumbered["input_ids"].max() < len(keep)
+    with torch.no_grad():
+        assert torch.equal(again(**renumbered).logits, before)
+
+
+@pytest.mark.slow
+def test_vocabulary_pruning_needs_the_tokenizer(sst2_teacher, glue_copy, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (bare / f).write_bytes((sst2_teacher / f).read_bytes())
+    out = tmp_path / "out"
+    status = main(["prune", "--model", str(bare), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                   "--pruning_type", "vocabulary", "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and "no tokenizer" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
