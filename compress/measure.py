@@ -89,15 +89,25 @@ def run_measuring_rss(cmd: list[str], cwd: str | Path, env: dict[str, str] | Non
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Encoder parameters (the paper's convention, docs/design.md: weight matrices and linear biases, no LayerNorm) and all
-    parameters, int8 weights of quantized Linear maps included."""
+    """Parameters as stored: encoder parameters (the paper's convention, docs/design.md: weight matrices and linear
+    biases, no LayerNorm) and all parameters, with the int8 weights of quantized Linear maps and embeddings, and for
+    a factorized int8 TD model its stored factors instead of the maps folded from them at load time."""
+    from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantLinear
+
+    from modeling.int8 import StoredFactors, folded_maps
+
+    rebuilt = folded_maps(model)
 
     def count(module: nn.Module, skip_layernorm: bool) -> int:
         n = sum(p.numel() for name, p in module.named_parameters() if not (skip_layernorm and "LayerNorm" in name))
         for m in module.modules():
             if isinstance(m, DynamicQuantLinear):
-                n += m.weight().numel() + (m.bias().numel() if m.bias() is not None else 0)
+                n += (0 if m in rebuilt else m.weight().numel()) + (m.bias().numel() if m.bias() is not None else 0)
+            elif isinstance(m, QuantizedEmbedding):
+                n += m.weight().numel()
+            elif isinstance(m, StoredFactors):
+                n += sum(b.numel() for b in m.buffers())
         return n
 
     base = getattr(model, "base_model", model)

@@ -47,6 +47,8 @@ class QuantizeConfig(MeasurementSettings):
     data_dir: str | None = option(None)
     onnx: bool = option(False, help="also export ONNX (fp32 and int8) and run it with onnxruntime")
     per_tensor: bool = option(False, help="one scale per matrix instead of per output channel")
+    fp32_embeddings: bool = option(False, help="keep the embedding tables in fp32 (default: 8 bits per entry, a "
+                                               "scale and offset per row)")
     overwrite_output_dir: bool = option(False)
 
 
@@ -70,7 +72,8 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
     if is_quantized(model):
         raise InputError(f"--model {cfg.model}: already quantized")
     fp32 = {"backend": "pytorch fp32", **_measure(model, model_dir, cfg, task, dev)}
-    int8_model = quantize_(copy.deepcopy(model), QuantizationConfig(per_channel=not cfg.per_tensor))
+    int8_model = quantize_(copy.deepcopy(model), QuantizationConfig(per_channel=not cfg.per_tensor,
+                                                                      embeddings=not cfg.fp32_embeddings))
     rows = [fp32]
     with atomic_output_dir(out) as tmp:
         save_quantized(int8_model, tmp)

@@ -80,7 +80,7 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
                      "latency_b32_s": cpu_latency(model, 32, cfg.latency_seq_length, cfg.latency_repeats),
                      "dev": evaluate_features(model, task, dev, cfg.eval_batch_size)})
         rows[-1]["score"] = rows[-1]["dev"]["score"]
-        rows += _onnx_rows(label, models[label], rows[-1])
+        rows += _onnx_rows(label, models, rows[-1])
     reference = rows[0]["score"]
     for r in rows:
         r["percent_of_reference"] = 100 * r["score"] / reference if reference else None
@@ -96,18 +96,24 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     return summary
 
 
-def _onnx_rows(label: str, model_dir: Path, torch_row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ONNX Runtime rows (fp32 and int8) a quantize stage measured for this model."""
-    path = model_dir / "quantize_summary.json"
+def _onnx_rows(label: str, models: dict[str, Path], torch_row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ONNX Runtime rows (fp32 and int8) a quantize stage measured for this model. Both are exports of the
+    quantize stage's fp32 source, and are labelled after it (by its label here, when it has one)."""
+    path = models[label] / "quantize_summary.json"
     if not path.is_file():
         return []
     summary = json.loads(path.read_text())
+    source = Path(summary["model"]).resolve()
+    source_label = next((k for k, p in models.items() if p.resolve() == source), f"{label}: its fp32 source")
     rows = []
     for r in summary.get("rows", []):
         if not r["backend"].startswith("onnxruntime") or "dev" not in r:
             continue
-        rows.append({**{k: torch_row[k] for k in ("model_dir", "model_type", "encoder_params", "total_params")},
-                     "label": f"{label} ({r['backend'].replace('onnxruntime', 'ORT')})", "backend": r["backend"],
+        # ONNX files hold the folded matrices, not what the PyTorch directories store: no parameter count
+        rows.append({"model_dir": torch_row["model_dir"], "model_type": torch_row["model_type"],
+                     "encoder_params": None, "total_params": None,
+                     "label": f"{source_label}, {r['backend'].replace('onnxruntime', 'ONNX Runtime')}",
+                     "backend": r["backend"],
                      "quantized": "int8" in r["backend"], "size_on_disk_bytes": r["size_on_disk_bytes"],
                      "latency_b1_s": r["latency_b1_s"], "latency_b32_s": r["latency_b32_s"], "dev": r["dev"],
                      "score": r["dev"]["score"], "measured_by": str(path)})
@@ -184,13 +190,18 @@ def markdown(summary: dict[str, Any]) -> str:
     for r in rows:
         pct = f"{r['percent_of_reference']:.1f}" if r["percent_of_reference"] is not None else "-"
         lines.append(f"| {r['label']} | {r['backend']}{' int8' if r['quantized'] and 'int8' not in r['backend'] else ''} | "
-                     f"{r['encoder_params']:,} | {r['total_params']:,} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
+                     f"{_count(r['encoder_params'])} | {_count(r['total_params'])} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
                      f"{r['latency_b1_s'] * 1e3:.1f} | {r['latency_b32_s'] * 1e3:.1f} | {r['score']:.4f} | {pct} |")
-    lines += ["", "Encoder parameters follow the paper's convention (weight matrices and linear biases; a TD model's factors). An "
-              "int8 TD model runs folded (plain matrices, no shared factors), so it counts more encoder parameters "
-              "than its fp32 source; embeddings stay fp32 in PyTorch int8.", ""]
+    lines += ["", "Parameters as stored. Encoder parameters follow the paper's convention (weight matrices and linear "
+              "biases; a TD model's factors). An int8 TD model stores its factors in fp16 and folds them into int8 "
+              "matrices when it loads; PyTorch int8 stores embeddings in 8 bits per entry. ONNX files hold the folded "
+              "matrices (and fp32 embeddings), so their rows count no parameters.", ""]
     lines += [f"![{p}]({p})" for p in summary["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
 
 
 def report(summary: dict[str, Any]) -> str:

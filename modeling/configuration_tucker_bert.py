@@ -17,6 +17,7 @@ class TuckerBertConfig(BertConfig):
     """
 
     model_type = "tucker_bert"
+    _auto_class = "AutoConfig"  # saved with its code: modeling/remote_code.py
 
     rank_layer: int = 72
     rank_dim: int = 384

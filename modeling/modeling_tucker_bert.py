@@ -33,6 +33,7 @@ from .configuration_tucker_bert import TuckerBertConfig
 from .dropout import Dropout
 from .onednn import recompute_contexts
 from .recompute import attend, gelu_linear
+from .remote_code import SavesItsCode, quantized_config
 from .stacking import OPS
 
 FAN_IN_KINDS = tuple(f"ffn_out_{j}" for j in range(4))
@@ -276,11 +277,15 @@ class TuckerBertModelOutput(BaseModelOutputWithPooling):
     attention_scores: tuple[torch.Tensor, ...] | None = None
 
 
-class TuckerBertPreTrainedModel(PreTrainedModel):
+class TuckerBertPreTrainedModel(SavesItsCode, PreTrainedModel):
     config_class = TuckerBertConfig
     config: TuckerBertConfig
     base_model_prefix = "bert"
     supports_gradient_checkpointing = False
+    AUTO_MAP = {"AutoConfig": "configuration_tucker_bert.TuckerBertConfig",
+                "AutoModel": "modeling_tucker_bert.TuckerBertModel",
+                "AutoModelForSequenceClassification": "modeling_tucker_bert.TuckerBertForSequenceClassification",
+                "AutoModelForMaskedLM": "modeling_tucker_bert.TuckerBertForMaskedLM"}
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -309,6 +314,8 @@ class TuckerBertPreTrainedModel(PreTrainedModel):
         factorized model that silently yields a different network, so here it is an error. The pooler and
         task heads may be absent or newly initialised, as with any BERT checkpoint.
         """
+        if quantized_config(pretrained_model_name_or_path):  # int8: xcompress's own format (modeling/int8.py)
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         config_file = Path(pretrained_model_name_or_path) / "config.json"
         if config_file.is_file():
             model_type = TuckerBertConfig.get_config_dict(str(pretrained_model_name_or_path))[0].get("model_type")
@@ -335,6 +342,8 @@ class TuckerBertPreTrainedModel(PreTrainedModel):
 
 class TuckerBertModel(TuckerBertPreTrainedModel):
     """The TD encoder. Outputs match `BertModel`'s, plus `attention_scores` on request."""
+
+    _auto_class = "AutoModel"
 
     def __init__(self, config: TuckerBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
@@ -408,6 +417,8 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
 class TuckerBertForSequenceClassification(TuckerBertPreTrainedModel):
     """TD encoder + BERT's classification head (pooler, dropout, linear); regression when num_labels == 1."""
 
+    _auto_class = "AutoModelForSequenceClassification"
+
     def __init__(self, config: TuckerBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -442,6 +453,8 @@ class TuckerSequenceClassifierOutput(SequenceClassifierOutput):
 
 class TuckerBertForMaskedLM(TuckerBertPreTrainedModel):
     """TD encoder + BERT's masked-LM head, decoder tied to the word embeddings."""
+
+    _auto_class = "AutoModelForMaskedLM"
 
     _tied_weights_keys = {
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",

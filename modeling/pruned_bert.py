@@ -11,6 +11,11 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
+from .remote_code import SavesItsCode
+
+AUTO_MAP = {"AutoConfig": "pruned_bert.PrunedBertConfig", "AutoModel": "pruned_bert.PrunedBertModel",
+            "AutoModelForSequenceClassification": "pruned_bert.PrunedBertForSequenceClassification"}
+
 
 @strict
 class PrunedBertConfig(BertConfig):
@@ -21,6 +26,7 @@ class PrunedBertConfig(BertConfig):
     """
 
     model_type = "pruned_bert"
+    _auto_class = "AutoConfig"  # saved with its code: modeling/remote_code.py
 
     layer_num_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
@@ -56,8 +62,10 @@ def resize_bert_layers(bert: BertModel, config: PrunedBertConfig) -> None:
         layer.output.dense = nn.Linear(ffn, h)
 
 
-class PrunedBertModel(BertModel):
+class PrunedBertModel(SavesItsCode, BertModel):
     config_class = PrunedBertConfig
+    _auto_class = "AutoModel"
+    AUTO_MAP = AUTO_MAP
 
     def __init__(self, config: PrunedBertConfig, add_pooling_layer: bool = True):
         super().__init__(config, add_pooling_layer=add_pooling_layer)
@@ -65,8 +73,10 @@ class PrunedBertModel(BertModel):
         self.post_init()
 
 
-class PrunedBertForSequenceClassification(BertForSequenceClassification):
+class PrunedBertForSequenceClassification(SavesItsCode, BertForSequenceClassification):
     config_class = PrunedBertConfig
+    _auto_class = "AutoModelForSequenceClassification"
+    AUTO_MAP = AUTO_MAP
 
     def __init__(self, config: PrunedBertConfig):
         super().__init__(config)
