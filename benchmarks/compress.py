@@ -1,11 +1,17 @@
-"""Benchmark int8 quantization and structured pruning on SST-2 with the embedded teacher and its TD students.
+"""Benchmark what ships: vocabulary pruning, int8 quantization and structured pruning on SST-2, with the embedded
+teacher and its TD students.
 
     .venv/bin/python benchmarks/compress.py [--work DIR] [--recovery_steps 100]
+    .venv/bin/python benchmarks/compress.py --models "teacher=runs/demo/teacher,TD 1/7=runs/demo/task-distill" \
+        --glue runs/demo/glue_data --out runs/bench-compress --no_pruning
 
 Models: the SST-2 teacher and the 1/7 and 1/48 task-distilled students of `benchmarks/accuracy.py` (its work
-directory, made with `--tasks SST-2 --compare` when absent). Quantization: `xcompress quantize --onnx` of each:
-CPU latency fp32 vs int8 at batch 1 and 32 (sequence 128) in PyTorch and ONNX Runtime, size, and the dev score
-change (goal: int8 >= 2x faster than fp32 on the dense teacher, >= 1.5x on the TD students, <= 1 point lost).
+directory, made with `--tasks SST-2 --compare` when absent), or `--models` (the first is the reference).
+Each model is vocabulary-pruned (`xcompress prune --pruning_type vocabulary`), and that is quantized
+(`xcompress quantize --onnx`): total size on disk of every form against the fp32 teacher's, parameters as
+stored, CPU latency fp32 vs int8 at batch 1 and 32 (sequence 128) in PyTorch and ONNX Runtime, and the dev score
+change (goals: at 1/48 with vocabulary pruning and int8 at most 1/10 of the teacher's size, at 1/7 at most 1/4,
+at most 1 point lost; int8 >= 1.5x faster than fp32).
 Pruning: `xcompress prune` of the teacher, one sweep over heads kept (FFN whole) and one over FFN size (heads
 whole), each setting recovered by fine-tuning; dev score and size against what is kept.
 Prints tables; writes benchmarks/results/compress.json.
@@ -40,37 +46,57 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"), help="benchmarks/accuracy.py's work directory")
     ap.add_argument("--recovery_steps", type=int, default=100)
+    ap.add_argument("--models", help="label=model_dir pairs separated by commas, the teacher first "
+                                     "(default: benchmarks/accuracy.py's SST-2 models in --work)")
+    ap.add_argument("--glue", help="GLUE data directory (default: <work>/glue_data)")
+    ap.add_argument("--out", help="where the pruned and quantized models go (default: <work>/compress)")
+    ap.add_argument("--no_pruning", action="store_true", help="skip the structured-pruning sweeps of the teacher")
     args = ap.parse_args()
     work = Path(args.work)
-    if not all((work / m / "config.json").is_file() for m in MODELS.values()):
-        print(f"making the SST-2 models with benchmarks/accuracy.py in {work}", flush=True)
-        subprocess.run([sys.executable, str(REPO / "benchmarks/accuracy.py"), "--tasks", "SST-2", "--compare",
-                        "--work", str(work)], check=True)
-    glue = work / "glue_data"
-    out = work / "compress"
-    quantized = {}
-    for label, name in MODELS.items():
-        target = out / f"int8-{name}"
+    if args.models:
+        models = {label.strip(): Path(path.strip()) for label, _, path in
+                  (item.partition("=") for item in args.models.split(",") if item.strip())}
+    else:
+        models = {label: work / name for label, name in MODELS.items()}
+        if not all((d / "config.json").is_file() for d in models.values()):
+            print(f"making the SST-2 models with benchmarks/accuracy.py in {work}", flush=True)
+            subprocess.run([sys.executable, str(REPO / "benchmarks/accuracy.py"), "--tasks", "SST-2", "--compare",
+                            "--work", str(work)], check=True)
+    glue = Path(args.glue) if args.glue else work / "glue_data"
+    out = Path(args.out) if args.out else work / "compress"
+    quantized, vocabulary = {}, {}
+    for label, source in models.items():
+        vocab, target = out / f"vocab-{_slug(label)}", out / f"int8-{_slug(label)}"
+        if not (vocab / "prune_summary.json").is_file():
+            xcompress("prune", "--model", str(source), "--task_name", "SST-2", "--data_dir", str(glue),
+                      "--pruning_type", "vocabulary", "--quiet", "--overwrite_output_dir", "--output_dir", str(vocab))
+        vocabulary[label] = json.loads((vocab / "prune_summary.json").read_text())
         if not (target / "quantize_summary.json").is_file():
-            xcompress("quantize", "--model", str(work / name), "--task_name", "SST-2", "--data_dir",
+            xcompress("quantize", "--model", str(vocab), "--task_name", "SST-2", "--data_dir",
                       str(glue), "--onnx", "--latency_repeats", "10", "--overwrite_output_dir",
                       "--output_dir", str(target))
         quantized[label] = json.loads((target / "quantize_summary.json").read_text())
-    latency = {label: interleaved_latency(work / name, out / f"int8-{name}") for label, name in MODELS.items()}
+    latency = {label: interleaved_latency(out / f"vocab-{_slug(label)}", out / f"int8-{_slug(label)}")
+               for label in models}
     pruned = {}
     # "control" keeps every head: the same recovery fine-tuning without pruning, the fair reference for the
     # sweeps (recovery is extra training, which an under-trained teacher gains from by itself).
-    for sweep, flag, values in (("control", "--target_num_of_heads", "12"), ("heads", "--target_num_of_heads", HEADS),
-                                ("ffn", "--target_ffn_size", FFN)):
+    sweeps = [] if args.no_pruning else [("control", "--target_num_of_heads", "12"),
+                                         ("heads", "--target_num_of_heads", HEADS), ("ffn", "--target_ffn_size", FFN)]
+    for sweep, flag, values in sweeps:
         target = out / f"prune-{sweep}"
         if not (target / "prune_summary.json").is_file():
-            xcompress("prune", "--model", str(work / MODELS["teacher (dense)"]), "--task_name", "SST-2",
+            xcompress("prune", "--model", str(next(iter(models.values()))), "--task_name", "SST-2",
                       "--data_dir", str(glue), flag, values, "--max_steps", str(args.recovery_steps),
                       "--max_train_examples", "4000", "--max_seq_length", "64", "--eval_step",
                       str(args.recovery_steps), "--learning_rate", "5e-5", "--quiet", "--overwrite_output_dir",
                       "--output_dir", str(target))
         pruned[sweep] = json.loads((target / "prune_summary.json").read_text())
-    _report(quantized, latency, pruned, args)
+    _report(vocabulary, quantized, latency, pruned, args, out)
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.replace("/", "of")).strip("-")
 
 
 def interleaved_latency(fp32_dir: Path, int8_dir: Path, rounds: int = 3, repeats: int = 10) -> dict:
@@ -101,11 +127,34 @@ def interleaved_latency(fp32_dir: Path, int8_dir: Path, rounds: int = 3, repeats
     return {b: {f"latency_b{k}_s": statistics.median(v) for k, v in t.items()} for b, t in times.items()}
 
 
-def _report(quantized: dict, latency: dict, pruned: dict, args) -> None:
-    print("\nint8 dynamic quantization, SST-2 dev, CPU (2 cores), sequence 128: latency in ms (speed-up over PyTorch "
-          "fp32), backends measured in alternation, median of 3 rounds of 10")
-    print("| model | backend | b1 ms | b32 ms | size MB | dev acc | change (points) |")
-    print("|---|---|---|---|---|---|---|")
+def _report(vocabulary: dict, quantized: dict, latency: dict, pruned: dict, args, out: Path) -> None:
+    reference = next(iter(vocabulary.values()))["original"]["size_on_disk_bytes"]
+    _table("what ships, SST-2 dev: total size on disk against the fp32 teacher's, parameters as stored "
+           "(encoder / all), dev accuracy",
+           ["model", "form", "MB", "of teacher", "encoder params", "all params", "dev acc", "change (points)"])
+    sizes = {}
+    for label, summary in vocabulary.items():
+        original, pruned_vocab = summary["original"], summary["rows"][0]
+        rows = {r["backend"]: r for r in quantized[label]["rows"]}
+        forms = {"fp32": (original["size_on_disk_bytes"], original["params"], original["score"]),
+                 "fp32, vocabulary pruned": (pruned_vocab["size_on_disk_bytes"], pruned_vocab["params"],
+                                             pruned_vocab["score"]),
+                 "PyTorch int8, vocabulary pruned": (rows["pytorch int8"]["size_on_disk_bytes"],
+                                                     rows["pytorch int8"]["params"], rows["pytorch int8"]["dev"]["acc"]),
+                 "ONNX Runtime int8, vocabulary pruned": (rows["onnxruntime int8"]["size_on_disk_bytes"], None,
+                                                          rows["onnxruntime int8"]["dev"]["acc"])}
+        for form, (size, params, acc) in forms.items():
+            change = 100 * (acc - original["score"])
+            sizes.setdefault(label, {})[form] = {"size_on_disk_bytes": size, "of_teacher": size / reference,
+                                                 "params": params, "acc": acc, "change_points": change}
+            counts = f"{params['encoder']:,} | {params['total']:,}" if params else "- | -"
+            print(f"| {label} | {form} | {size / 1e6:.1f} | 1/{reference / size:.1f} | {counts} | {acc:.4f} | "
+                  f"{change:+.2f} |")
+        print(f"| {label} | pieces kept | {pruned_vocab['vocabulary']['kept']:,} of "
+              f"{pruned_vocab['vocabulary']['original_size']:,} | | | | | |")
+    _table("int8 dynamic quantization of the vocabulary-pruned models, SST-2 dev, CPU (2 cores), sequence 128: "
+           "latency in ms (speed-up over PyTorch fp32), backends measured in alternation, median of 3 rounds of 10",
+           ["model", "backend", "b1 ms", "b32 ms", "size MB", "dev acc", "change (points)"])
     table = {}
     for label, summary in quantized.items():
         rows = {r["backend"]: r | latency[label][r["backend"]] for r in summary["rows"]}
@@ -119,10 +168,24 @@ def _report(quantized: dict, latency: dict, pruned: dict, args) -> None:
             print(f"| {label} | {backend} | {r['latency_b1_s'] * 1e3:.1f} ({ratio1:.2f}x) | "
                   f"{r['latency_b32_s'] * 1e3:.1f} ({ratio32:.2f}x) | {r['size_on_disk_bytes'] / 1e6:.1f} | "
                   f"{r['dev']['acc']:.4f} | {change:+.2f} |")
-    print("\nstructured pruning of the teacher (Taylor importance, allocated over layers), "
-          f"{args.recovery_steps} recovery steps each, SST-2 dev")
-    print("| kept | heads (of 72) | FFN per layer (of 1536) | encoder params | MB | dev acc | % of control |")
-    print("|---|---|---|---|---|---|---|")
+    if pruned:
+        _pruning_table(pruned, args)
+    path = REPO / "benchmarks/results/compress.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"sizes": sizes, "quantization": table, "pruning": {
+        k: {"original": v["original"], "rows": v["rows"], "plots": v["plots"]} for k, v in pruned.items()},
+        "recovery_steps": args.recovery_steps}, indent=2) + "\n")
+    print(f"-> {path}; models in {out}" + ("; pruning plots in prune-*/plots" if pruned else ""))
+
+
+def _table(title: str, columns: list[str]) -> None:
+    print(f"\n{title}\n| {' | '.join(columns)} |\n|{'---|' * len(columns)}")
+
+
+def _pruning_table(pruned: dict, args) -> None:
+    _table(f"structured pruning of the teacher (Taylor importance, allocated over layers), {args.recovery_steps} "
+           "recovery steps each, SST-2 dev",
+           ["kept", "heads (of 72)", "FFN per layer (of 1536)", "encoder params", "MB", "dev acc", "% of control"])
     control = pruned["control"]["rows"][0]
     for sweep, summary in pruned.items():
         for r in [summary["original"], *summary["rows"]] if sweep == "control" else summary["rows"]:
@@ -131,12 +194,6 @@ def _report(quantized: dict, latency: dict, pruned: dict, args) -> None:
                 r = r | {"name": "original" if r is summary["original"] else "all kept, recovered (control)"}
             print(f"| {r['name']} | {r['heads']} | {r['ffn_size']:.0f} | {r['params']['encoder']:,} | "
                   f"{r['size_on_disk_bytes'] / 1e6:.1f} | {r['score']:.4f} | {pct:.1f} |")
-    path = REPO / "benchmarks/results/compress.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"quantization": table, "pruning": {
-        k: {"original": v["original"], "rows": v["rows"], "plots": v["plots"]} for k, v in pruned.items()},
-        "recovery_steps": args.recovery_steps}, indent=2) + "\n")
-    print(f"-> {path}; plots in {Path(args.work) / 'compress'}/prune-*/plots")
 
 
 if __name__ == "__main__":

@@ -194,8 +194,8 @@ def markdown(summary: dict[str, Any]) -> str:
                      f"{r['latency_b1_s'] * 1e3:.1f} | {r['latency_b32_s'] * 1e3:.1f} | {r['score']:.4f} | {pct} |")
     lines += ["", "Parameters as stored. Encoder parameters follow the paper's convention (weight matrices and linear "
               "biases; a TD model's factors). An int8 TD model stores its factors in fp16 and folds them into int8 "
-              "matrices when it loads; PyTorch int8 stores embeddings in 8 bits per entry. ONNX files hold the folded "
-              "matrices (and fp32 embeddings), so their rows count no parameters.", ""]
+              "matrices when it loads; PyTorch and ONNX Runtime int8 store embeddings in 8 bits per entry. ONNX files "
+              "hold the folded matrices, so their rows count no parameters.", ""]
     lines += [f"![{p}]({p})" for p in summary["plots"]]
     return "\n".join(lines) + "\n"
 
