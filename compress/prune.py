@@ -30,7 +30,8 @@ import numpy as np
 
 from corpora.glue import dev_files, get_task, read_examples, submission_files, task_dir, train_file
 from distill.checkpoint import publish_model, save_model_dir
-from distill.classifier import evaluate_features, load_classifier, predict_logits
+from distill.classifier import evaluate_features, load_classifier, predict_logits, predictions
+from distill.metrics import glue_metrics
 from distill.task_data import load_features
 from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
 from modeling.int8 import quantization_of
@@ -255,7 +256,7 @@ def _prune_vocabulary(cfg: PruneConfig, task, model, model_dir: Path, tokenizer,
     """The word pieces of the task's text kept, the tokenizer renumbered; no recovery (nothing changes on that
     text, which the summary shows: texts split differently and the largest dev logit change, both 0)."""
     original_logits = predict_logits(model, dev, cfg.eval_batch_size)
-    original = _row("original", model, model_dir, evaluate_features(model, task, dev, cfg.eval_batch_size))
+    original = _row("original", model, model_dir, _metrics(task, original_logits, dev))
     keep = used_pieces(tokenizer, texts)
     record = prune_embeddings_(model, keep)
     model.save_pretrained(work)
@@ -263,17 +264,21 @@ def _prune_vocabulary(cfg: PruneConfig, task, model, model_dir: Path, tokenizer,
     pruned_tokenizer = load_tokenizer(work, "--output_dir")
     final, _ = load_classifier(str(work), "--output_dir", task, need_task_model=True)
     dev_after = load_features(task, dev_files(task, cfg.data_dir)[0], pruned_tokenizer, cfg.max_seq_length)
-    row = _row("vocabulary", final, work, evaluate_features(final, task, dev_after, cfg.eval_batch_size))
+    logits = predict_logits(final, dev_after, cfg.eval_batch_size)
+    row = _row("vocabulary", final, work, _metrics(task, logits, dev_after))
     row |= {"vocabulary": record, "texts": len(texts),
             "texts_split_differently": check_same_pieces(tokenizer, pruned_tokenizer, keep, texts),
-            "max_dev_logit_change": float(np.abs(predict_logits(final, dev_after, cfg.eval_batch_size)
-                                                 - original_logits).max()),
+            "max_dev_logit_change": float(np.abs(logits - original_logits).max()),
             "percent_of_original": 100 * row["score"] / original["score"] if original["score"] else None}
     if not cfg.quiet:
         print(f"prune vocabulary: {record['kept']:,} of {record['original_size']:,} pieces kept, dev {row['score']:.4f} "
               f"(was {original['score']:.4f}), {row['size_on_disk_bytes'] / 1e6:.1f} MB", flush=True)
     return {"task": task.name, "model": str(model_dir), "pruning_type": "vocabulary", "original": original,
             "rows": [row], "config": dataclasses.asdict(cfg)}
+
+
+def _metrics(task, logits: np.ndarray, features) -> dict[str, float]:
+    return glue_metrics(task.metric, predictions(task, logits), features.labels)
 
 
 def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, target: Path, task,

@@ -199,21 +199,13 @@ def load_quantized(model_dir: Path, model_class: type) -> nn.Module:
     rebuilt = folded_maps(model)
     for name, module in model.named_modules():
         if isinstance(module, QuantizedEmbedding):
-            try:
-                q = tensors.pop(f"{name}.weight_uint8")
-                scale, zero = tensors.pop(f"{name}.weight_scale"), tensors.pop(f"{name}.weight_zero_point")
-            except KeyError as e:
-                raise ValueError(f"{model_dir / WEIGHTS}: no 8-bit rows for {name}") from e
+            q, scale, zero = _pop_packed(tensors, name, "weight_uint8", model_dir)
             with _quiet_ao():
                 module.set_weight(torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0))
         elif isinstance(module, DynamicQuantLinear) and module in rebuilt:
             module.set_weight_bias(module.weight(), tensors.pop(f"{name}.bias", None))
         elif isinstance(module, DynamicQuantLinear):
-            try:
-                q = tensors.pop(f"{name}.weight_int8")
-                scale, zero = tensors.pop(f"{name}.weight_scale"), tensors.pop(f"{name}.weight_zero_point")
-            except KeyError as e:
-                raise ValueError(f"{model_dir / WEIGHTS}: no int8 weights for {name}") from e
+            q, scale, zero = _pop_packed(tensors, name, "weight_int8", model_dir)
             real = (q.float() - zero[:, None].float() if zero.numel() > 1 else q.float() - float(zero)) \
                 * (scale[:, None] if scale.numel() > 1 else float(scale))
             with _quiet_ao():
@@ -231,6 +223,16 @@ def load_quantized(model_dir: Path, model_class: type) -> nn.Module:
         for key, target in expected.items():
             target.copy_(tensors[key])
     return model
+
+
+def _pop_packed(tensors: dict[str, torch.Tensor], name: str, values: str, model_dir: Path
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stored integers of a quantized module and their scales and zero points, taken out of `tensors`."""
+    try:
+        return (tensors.pop(f"{name}.{values}"), tensors.pop(f"{name}.weight_scale"),
+                tensors.pop(f"{name}.weight_zero_point"))
+    except KeyError as e:
+        raise ValueError(f"{model_dir / WEIGHTS}: no {values} for {name}") from e
 
 
 def _float_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
