@@ -18,6 +18,7 @@ setup(
         "numpy",
         "scipy",
         "mwparserfromhell",
+        "indexed_bzip2",
         "nupunkt",
         "pyyaml",
         "psutil",

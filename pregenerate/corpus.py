@@ -11,12 +11,11 @@ corpus it samples from.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,13 @@ from stagekit.errors import InputError
 
 from .documents import TokenizedBatch
 from .parallel import ordered_map
-from .sources import RawDocument, iter_documents
-
-BATCH_DOCUMENTS = 16
+from .sources import Part, iter_parts
 
 
-def _batches(docs: Iterator[RawDocument], size: int) -> Iterator[list[RawDocument]]:
-    while batch := list(itertools.islice(docs, size)):
-        yield batch
-
-
-def build_corpus(train_corpus: str, directory: Path, process: Callable[[list[RawDocument]], TokenizedBatch],
-                 pool, window: int, provenance: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
-    """Stream the corpus through `process` on the pool's workers into `directory`, written atomically;
+def build_corpus(train_corpus: str, directory: Path, process: Callable[[Part], TokenizedBatch], pool, window: int,
+                 provenance: dict[str, Any], language: str | None = None, read_threads: int = 1,
+                 show_progress: bool = True) -> dict[str, Any]:
+    """Stream the corpus's parts through `process` on the pool's workers into `directory`, written atomically;
     returns corpus.json. `pool` None runs in this process."""
 
     start = time.perf_counter()
@@ -52,8 +45,8 @@ def build_corpus(train_corpus: str, directory: Path, process: Callable[[list[Raw
                 tqdm(desc="documents", unit="doc", disable=not show_progress) as bar:
             sent_f.write(np.zeros(1, np.int64).tobytes())
             doc_f.write(np.zeros(1, np.int64).tobytes())
-            batches = _batches(iter_documents(train_corpus), BATCH_DOCUMENTS)
-            for out in ordered_map(pool, process, batches, window):
+            parts = iter_parts(train_corpus, language, read_threads)
+            for out in ordered_map(pool, process, parts, window):
                 tok_f.write(out.tokens.tobytes())
                 sent_f.write((stats["tokens"] + np.cumsum(out.sentence_lengths)).tobytes())
                 doc_f.write((stats["sentences"] + np.cumsum(out.document_sentences)).tobytes())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources import PARAGRAPHS, SENTENCES, WIKITEXT, RawDocument
+from .sources import PARAGRAPHS, SENTENCES, WIKITEXT, Part, RawDocument, part_documents
 from .tokenize import wordpiece_tokenizer
 from .wikitext import is_disambiguation, wikitext_to_paragraphs
 
@@ -43,7 +43,7 @@ class DocumentProcessor:
         if doc.kind == WIKITEXT:
             if is_disambiguation(doc.title, doc.text):
                 return []
-            paragraphs = wikitext_to_paragraphs(doc.text)
+            paragraphs = wikitext_to_paragraphs(doc.text, doc.site)
         elif doc.kind == PARAGRAPHS:
             paragraphs = doc.text
         else:
@@ -53,7 +53,8 @@ class DocumentProcessor:
             out.extend(self.splitter.tokenize(_EMPTY_PARENS.sub("", paragraph)))
         return out
 
-    def __call__(self, docs: list[RawDocument]) -> TokenizedBatch:
+    def __call__(self, part: Part) -> TokenizedBatch:
+        docs = part_documents(part)
         per_doc = [self.sentences(d) for d in docs]
         flat = [s for sents in per_doc for s in sents]
         encodings = self.tokenizer.encode_batch(flat, add_special_tokens=False) if flat else []

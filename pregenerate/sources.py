@@ -1,59 +1,91 @@
-"""Corpus readers: every supported `--train_corpus` as one stream of raw documents, never fully in memory.
+"""Corpus readers: every supported `--train_corpus` as a stream of parts that workers turn into raw documents,
+never fully in memory.
 
-- MediaWiki XML dumps (`.xml`, `.xml.bz2`; export schemas 0.10 and 0.11, with or without <siteinfo>):
-  main-namespace articles only, redirects skipped; the wikitext is cleaned later, in the workers.
+- MediaWiki XML dumps (`.xml`, `.xml.bz2`, multistream or not; any encoding; export schemas 0.10 and 0.11, with
+  or without <siteinfo>): main-namespace articles only, redirects skipped; see `dumps` for how they are cut;
+  the wikitext is cleaned later, in the workers.
 - WikiExtractor output: `<doc ...>` blocks of text, or `--json` lines with a "text" field.
 - Plain text in the TinyBERT layout: one sentence per line, a blank line between documents.
 - A directory: every file below it, in sorted order, each read by its own kind.
 
-Dumps are read with the standard library's streaming expat parser: mwxml refuses dump excerpts without a
-<siteinfo> element (e.g. the shipped enwiki-20250201 excerpt, and multistream chunks).
+Dumps are read with the standard library's expat parser: mwxml refuses dump excerpts without a <siteinfo>
+element (e.g. the shipped enwiki-20250201 excerpt, and multistream chunks).
 """
 from __future__ import annotations
 
 import bz2
+import codecs
 import dataclasses
 import html
+import itertools
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 from stagekit.errors import InputError
 
+from .dumps import PageChunk, StreamRange, iter_dump_parts, sniff_encoding
+from .wikitext import ENGLISH, Site
+
 WIKITEXT, PARAGRAPHS, SENTENCES = "wikitext", "paragraphs", "sentences"
+BATCH_DOCUMENTS = 16
 
 
 @dataclasses.dataclass
 class RawDocument:
-    """One document before cleaning: `text` is wikitext, paragraphs, or sentences, as `kind` says."""
+    """One document before cleaning: `text` is wikitext, paragraphs, or sentences, as `kind` says; `site` is the
+    wiki that wikitext comes from."""
 
     kind: str
     title: str
     text: str | list[str]
+    site: Site = ENGLISH
 
 
-def iter_documents(corpus: str | Path) -> Iterator[RawDocument]:
-    """All documents of a corpus path, in a deterministic order."""
+@dataclasses.dataclass
+class DocumentBatch:
+    """Documents that the reader has already split (text corpora)."""
+
+    docs: list[RawDocument]
+
+
+Part = DocumentBatch | PageChunk | StreamRange
+
+
+def part_documents(part: Part) -> list[RawDocument]:
+    """The documents of a part; dump parts are parsed here (in the worker that cleans them)."""
+    if isinstance(part, DocumentBatch):
+        return part.docs
+    return [RawDocument(WIKITEXT, page.title, page.text, part.site) for page in part.pages()]
+
+
+def iter_parts(corpus: str | Path, language: str | None = None, read_threads: int = 1) -> Iterator[Part]:
+    """All parts of a corpus path, in a deterministic order that does not depend on `read_threads`."""
     path = Path(corpus)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
             raise InputError(f"--train_corpus {path}: directory holds no files")
         for f in files:
-            yield from _iter_file(f)
+            yield from _file_parts(f, language, read_threads)
     elif path.is_file():
-        yield from _iter_file(path)
+        yield from _file_parts(path, language, read_threads)
     else:
         raise InputError(f"--train_corpus {path}: no such file or directory")
+
+
+def iter_documents(corpus: str | Path, language: str | None = None) -> Iterator[RawDocument]:
+    """All documents of a corpus path, in order, read in this process."""
+    for part in iter_parts(corpus, language):
+        yield from part_documents(part)
 
 
 def _open_binary(path: Path):
     return bz2.open(path, "rb") if path.suffix == ".bz2" else open(path, "rb")
 
 
-def _iter_file(path: Path) -> Iterator[RawDocument]:
+def _file_parts(path: Path, language: str | None, read_threads: int) -> Iterator[Part]:
     try:
         with _open_binary(path) as f:
             head = f.read(4096)
@@ -61,56 +93,26 @@ def _iter_file(path: Path) -> Iterator[RawDocument]:
         raise InputError(f"--train_corpus {path}: cannot read ({e})") from e
     except EOFError as e:
         raise InputError(f"--train_corpus {path}: truncated compressed stream ({e})") from e
-    start = head.lstrip()
-    if start.startswith(b"<?xml") or start.startswith(b"<mediawiki"):
-        yield from _iter_dump(path)
-    elif path.name.endswith((".xml", ".xml.bz2")):
+    encoding = sniff_encoding(head)
+    if encoding is not None:
+        try:
+            codec = codecs.lookup(encoding[0]).name
+        except LookupError as e:
+            raise InputError(f"--train_corpus {path}: its XML declaration names an unknown encoding "
+                             f"{encoding[0]!r}") from e
+        yield from iter_dump_parts(path, codec, encoding[1], language, read_threads)
+        return
+    if path.name.endswith((".xml", ".xml.bz2")):
         raise InputError(f"--train_corpus {path}: not an XML file (expected a MediaWiki dump)")
-    elif start.startswith(b"<doc"):
-        yield from _iter_wikiextractor_docs(path)
+    start = head.lstrip()
+    if start.startswith(b"<doc"):
+        docs = _iter_wikiextractor_docs(path)
     elif start.startswith(b"{"):
-        yield from _iter_wikiextractor_json(path)
+        docs = _iter_wikiextractor_json(path)
     else:
-        yield from _iter_plain_text(path)
-
-
-def _iter_dump(path: Path) -> Iterator[RawDocument]:
-    """Stream <page> elements; each is cleared once read, so memory does not grow with the dump."""
-    try:
-        with _open_binary(path) as f:
-            context = ET.iterparse(f, events=("start", "end"))
-            _, root = next(context)
-            if _local(root.tag) != "mediawiki":
-                raise InputError(f"--train_corpus {path}: XML root is <{_local(root.tag)}>, not a MediaWiki dump")
-            for event, el in context:
-                if event != "end" or _local(el.tag) != "page":
-                    continue
-                doc = _page_document(el)
-                root.clear()  # drop every finished page, not only this one's children
-                if doc is not None:
-                    yield doc
-    except ET.ParseError as e:
-        raise InputError(f"--train_corpus {path}: malformed XML ({e})") from e
-    except EOFError as e:
-        raise InputError(f"--train_corpus {path}: truncated compressed stream ({e})") from e
-    except OSError as e:
-        raise InputError(f"--train_corpus {path}: corrupt or unreadable ({e})") from e
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _page_document(page: ET.Element) -> RawDocument | None:
-    fields = {_local(child.tag): child for child in page}
-    ns, title, revision = fields.get("ns"), fields.get("title"), fields.get("revision")
-    if ns is None or (ns.text or "").strip() != "0" or "redirect" in fields or revision is None:
-        return None
-    text_el = next((c for c in revision if _local(c.tag) == "text"), None)
-    text = text_el.text if text_el is not None else None
-    if not text or text.lstrip()[:9].upper() == "#REDIRECT":
-        return None
-    return RawDocument(WIKITEXT, (title.text or "") if title is not None else "", text)
+        docs = _iter_plain_text(path)
+    while batch := list(itertools.islice(docs, BATCH_DOCUMENTS)):
+        yield DocumentBatch(batch)
 
 
 _DOC_TITLE = re.compile(r'\btitle="([^"]*)"')

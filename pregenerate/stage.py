@@ -41,6 +41,7 @@ class PregenerateConfig:
     bert_model: str = option(help="model directory with vocab.txt, or all-MiniLM-L6-v2")
     output_dir: str = option()
     do_lower_case: bool = option(False)
+    language: str | None = option(None, help="the dump's language (default: what its <siteinfo> says, else en)")
     reduce_memory: bool = option(False, help="accepted for TinyBERT compatibility (memory is flat: the corpus is streamed)")
     epochs_to_generate: int = option(3)
     max_seq_len: int = option(128)
@@ -146,8 +147,9 @@ def run(cfg: PregenerateConfig) -> dict[str, Any]:
             if (corpus_dir / "corpus.json").is_file():
                 corpus = json.loads((corpus_dir / "corpus.json").read_text())
             else:
-                corpus = build_corpus(cfg.train_corpus, corpus_dir, workers.process_batch, pool, window,
+                corpus = build_corpus(cfg.train_corpus, corpus_dir, workers.process_part, pool, window,
                                       provenance={"train_corpus": identity["train_corpus"], "vocab": str(vocab)},
+                                      language=cfg.language, read_threads=cfg.num_workers,
                                       show_progress=not cfg.quiet)
             write_json(out / CONFIG_FILE, {"identity": identity, "config": dataclasses.asdict(cfg)})
         except BaseException:

@@ -10,7 +10,7 @@ import numpy as np
 from .corpus import Corpus
 from .documents import DocumentProcessor, TokenizedBatch
 from .instances import MaskingConfig, Vocabulary, document_instances
-from .sources import RawDocument
+from .sources import Part
 
 _state: dict[str, Any] = {}  # this process's processor, vocabulary, settings and (once built) corpus
 
@@ -21,8 +21,8 @@ def init(vocab: str, lowercase: bool, tokens: list[str], corpus_dir: str, maskin
                   corpus_dir=Path(corpus_dir), masking=masking, seed=seed)
 
 
-def process_batch(batch: list[RawDocument]) -> TokenizedBatch:
-    return _state["processor"](batch)
+def process_part(part: Part) -> TokenizedBatch:
+    return _state["processor"](part)
 
 
 def write_shard(task: tuple[int, int, int, str]) -> tuple[str, np.ndarray]:

@@ -1,5 +1,6 @@
 """pregenerate on the shipped Wikipedia dumps: readers, cleaning, sentences, instances, resume, bad input."""
 import bz2
+import codecs
 import json
 import os
 import signal
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 
 from pregenerate.documents import DocumentProcessor
-from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents
-from pregenerate.wikitext import is_disambiguation, wikitext_to_paragraphs
+from pregenerate.dumps import StreamRange
+from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents, iter_parts
+from pregenerate.wikitext import ENGLISH, is_disambiguation, parsed_paragraphs, wikitext_to_paragraphs
 from stagekit.cli import main
 from stagekit.errors import InputError
+from tests import wiki_twins
 from tests.conftest import REPO
 
 DUMP = REPO / "data/wiki/enwiki-sample-206pages.xml.bz2"
@@ -67,6 +70,47 @@ def test_wikitext_cleaning_on_real_articles():
     assert "== History ==" not in text and "History" not in paragraphs
     disamb = [t for t, d in docs.items() if is_disambiguation(t, d.text)]
     assert disamb and all(not d.endswith("(") for d in disamb)
+
+
+def _titles_and_texts(path):
+    return [(d.title, d.text) for d in iter_documents(path)]
+
+
+@pytest.mark.parametrize("dump", [DUMP, TINY], ids=["206pages", "tiny"])
+def test_fast_stripper_gives_the_parsers_paragraphs_on_every_page(dump):
+    for doc in iter_documents(dump):
+        assert wikitext_to_paragraphs(doc.text, doc.site) == parsed_paragraphs(doc.text, doc.site), doc.title
+
+
+@pytest.mark.parametrize("encoding,bom", [("utf-16", b""), ("utf-16-be", codecs.BOM_UTF16_BE), ("utf-8", codecs.BOM_UTF8),
+                                          ("utf-32-le", b"")])
+def test_dump_in_another_encoding_gives_the_same_documents(tmp_path, encoding, bom):
+    twin = wiki_twins.reencoded(DUMP, tmp_path / "twin.xml.bz2", encoding, bom)
+    assert _titles_and_texts(twin) == _titles_and_texts(DUMP)
+
+
+def test_localized_namespace_links_are_dropped_in_a_german_dump(tmp_path):
+    german = wiki_twins.german(DUMP, tmp_path / "dewiki.xml.bz2")
+    docs = list(iter_documents(german))
+    assert docs[0].site.language == "de" and {"Datei", "Kategorie", "Bild"} <= set(docs[0].site.namespace_names)
+    english = list(iter_documents(DUMP))
+    # Every page gives the English original's paragraphs: Datei:, Bild: and Kategorie: links vanish as File:,
+    # Image: and Category: ones do ...
+    assert [wikitext_to_paragraphs(d.text, d.site) for d in docs] == [wikitext_to_paragraphs(d.text) for d in english]
+    # ... which an English-only link filter would not do: captions and category names leak into the text.
+    leaked = "\n".join(p for d in docs for p in wikitext_to_paragraphs(d.text, ENGLISH))
+    assert "thumb|" in leaked or "Kategorie:" in leaked
+
+
+def test_multistream_dump_is_read_by_its_streams_identically(tmp_path):
+    multi = wiki_twins.multistream(DUMP, tmp_path / "enwiki-multistream.xml.bz2")
+    parts = list(iter_parts(multi))
+    assert len(parts) > 1 and all(isinstance(p, StreamRange) for p in parts)
+    assert _titles_and_texts(multi) == _titles_and_texts(DUMP)
+    assert _pregenerate(tmp_path / "serial", DUMP, "--epochs_to_generate", "1") == 0
+    assert _pregenerate(tmp_path / "parallel", multi, "--epochs_to_generate", "1", "--num_workers", "2") == 0
+    assert (tmp_path / "parallel/epoch_0.json").read_bytes() == (tmp_path / "serial/epoch_0.json").read_bytes()
+    assert (tmp_path / "parallel/corpus/tokens.int32").read_bytes() == (tmp_path / "serial/corpus/tokens.int32").read_bytes()
 
 
 def test_other_corpus_formats_give_the_same_documents(tmp_path, processor):
@@ -221,6 +265,12 @@ def test_truncated_uncompressed_xml_is_an_input_error(tmp_path):
 BAD = {
     "truncated_bz2": (lambda t: ["--train_corpus", str(_truncated(t, 0.5))], "truncated compressed stream"),
     "not_xml": (lambda t: ["--train_corpus", str(_write(t / "fake.xml", b"just some text\n"))], "not an XML file"),
+    "not_a_dump": (lambda t: ["--train_corpus", str(_write(t / "feed.xml", b'<?xml version="1.0"?><rss><item/></rss>'))],
+                   "XML root is <rss>, not a MediaWiki dump"),
+    "encoding_contradicted": (lambda t: ["--train_corpus", str(_latin1_dump(t))], "are not utf-8, the encoding its XML"),
+    "unknown_encoding": (lambda t: ["--train_corpus", str(_write(t / "x.xml", b'<?xml version="1.0" encoding="x-nope"?>'
+                                                                            b'<mediawiki/>'))], "unknown encoding 'x-nope'"),
+    "index_of_another_dump": (lambda t: ["--train_corpus", str(_mismatched_index(t))], "does not match it"),
     "empty": (lambda t: ["--train_corpus", str(_write(t / "empty.txt", b""))], "no document with text"),
     "one_document": (lambda t: ["--train_corpus", str(_write(t / "one.txt", b"Only one document here.\nTwo lines.\n"))],
                      "only one document"),
@@ -231,6 +281,20 @@ BAD = {
     "bad_prob": (lambda t: ["--masked_lm_prob", "1.5"], "--masked_lm_prob 1.5"),
     "cased_flag_missing": (lambda t: ["--no_lower"], "the vocabulary is uncased"),
 }
+
+
+def _latin1_dump(tmp):
+    """UTF-8 by its declaration, but a page holds Latin-1 bytes."""
+    xml = bz2.decompress(TINY.read_bytes()).replace("Anarchism is".encode(), "Anarchism \xe9s".encode("latin-1"), 1)
+    return _write(tmp / "latin1.xml", xml)
+
+
+def _mismatched_index(tmp):
+    multi = wiki_twins.multistream(TINY, tmp / "tiny-multistream.xml.bz2")
+    index = multi.with_name("tiny-multistream-index.txt.bz2")
+    lines = bz2.decompress(index.read_bytes()).decode().splitlines(keepends=True)
+    index.write_bytes(bz2.compress(("".join(lines[:-1]) + "123:1:Moved\n").encode()))
+    return multi
 
 
 def _write(path, data):
