@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .sentences import load_splitter
 from .sources import PARAGRAPHS, SENTENCES, WIKITEXT, Part, RawDocument, part_documents
 from .tokenize import wordpiece_tokenizer
 from .wikitext import is_disambiguation, wikitext_to_paragraphs
@@ -27,31 +28,32 @@ class TokenizedBatch:
     dropped: int  # documents without any prose (disambiguation pages, stubs)
 
 
+def paragraphs(doc: RawDocument) -> list[str] | None:
+    """Clean prose paragraphs of a document; None where the corpus gives sentences already."""
+    if doc.kind == SENTENCES:
+        return None
+    if doc.kind == WIKITEXT:
+        if is_disambiguation(doc.title, doc.text):
+            return []
+        return [_EMPTY_PARENS.sub("", p) for p in wikitext_to_paragraphs(doc.text, doc.site)]
+    if doc.kind == PARAGRAPHS:
+        return [_EMPTY_PARENS.sub("", p) for p in doc.text]
+    raise ValueError(f"unknown document kind {doc.kind!r}")
+
+
 class DocumentProcessor:
-    """Cleans, sentence-splits and tokenizes documents; built once per worker process."""
+    """Cleans, sentence-splits and tokenizes documents; built once per worker process. `sentence_model`: trained
+    Punkt parameters, or None for the English ones that ship with nupunkt."""
 
-    def __init__(self, vocab: Path, lowercase: bool):
-        import nupunkt
-
+    def __init__(self, vocab: Path, lowercase: bool, sentence_model: Path | None = None):
         self.tokenizer = wordpiece_tokenizer(vocab, lowercase)
-        # Punkt parameters shipped inside nupunkt (JSON, trained on English text): nothing is downloaded.
-        self.splitter = nupunkt.load_default_model()
+        self.splitter = load_splitter(sentence_model)
 
     def sentences(self, doc: RawDocument) -> list[str]:
-        if doc.kind == SENTENCES:
+        prose = paragraphs(doc)
+        if prose is None:
             return list(doc.text)
-        if doc.kind == WIKITEXT:
-            if is_disambiguation(doc.title, doc.text):
-                return []
-            paragraphs = wikitext_to_paragraphs(doc.text, doc.site)
-        elif doc.kind == PARAGRAPHS:
-            paragraphs = doc.text
-        else:
-            raise ValueError(f"unknown document kind {doc.kind!r}")
-        out = []
-        for paragraph in paragraphs:
-            out.extend(self.splitter.tokenize(_EMPTY_PARENS.sub("", paragraph)))
-        return out
+        return [s for paragraph in prose for s in self.splitter.tokenize(paragraph)]
 
     def __call__(self, part: Part) -> TokenizedBatch:
         docs = part_documents(part)

@@ -150,6 +150,7 @@ def _check_root(path: str, text: str) -> None:
 
 def read_site(path: str, header: str, language: str | None) -> Site:
     """The wiki's language and namespace names from the dump's header (everything before its first <page>)."""
+    _check_root(path, header)
     try:
         root = ET.fromstring(_DECLARATION.sub("", header, count=1) + "</mediawiki>")
     except ET.ParseError as e:
@@ -178,6 +179,18 @@ def _language(fields: dict[str, ET.Element]) -> str | None:
     db = fields.get("dbname")
     m = re.fullmatch(r"([a-z_]+?)wiki", (db.text or "").strip()) if db is not None else None
     return m.group(1).replace("_", "-") if m else None
+
+
+def dump_site(path: Path, encoding: str, bom: int) -> Site:
+    """The site of a dump, from its header alone."""
+    head = ""
+    with bz2.open(path, "rb") if path.suffix == ".bz2" else open(path, "rb") as f:
+        f.read(bom)
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        while (block := f.read(1 << 16)) and "<page" not in head and len(head) < PART_CHARACTERS:
+            head += decoder.decode(block)
+    first = head.find("<page")
+    return read_site(str(path), head[:first] if first >= 0 else _END.sub("", head), None)
 
 
 def iter_dump_parts(path: Path, encoding: str, bom: int, language: str | None,
@@ -214,7 +227,6 @@ def _text_parts(path: Path, texts: Iterator[str], language: str | None, site: Si
                 yield PageChunk(name, site, consumed, buf[:cut])
                 consumed, buf = consumed + cut, buf[cut:]
     if site is None:  # no page at all: the header must still be a dump's
-        _check_root(name, buf)
         read_site(name, _END.sub("", buf), language)
         return
     body, tail = _split_tail(buf)

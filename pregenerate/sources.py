@@ -25,7 +25,7 @@ from pathlib import Path
 
 from stagekit.errors import InputError
 
-from .dumps import PageChunk, StreamRange, iter_dump_parts, sniff_encoding
+from .dumps import PageChunk, StreamRange, dump_site, iter_dump_parts, sniff_encoding
 from .wikitext import ENGLISH, Site
 
 WIKITEXT, PARAGRAPHS, SENTENCES = "wikitext", "paragraphs", "sentences"
@@ -75,6 +75,17 @@ def iter_parts(corpus: str | Path, language: str | None = None, read_threads: in
         raise InputError(f"--train_corpus {path}: no such file or directory")
 
 
+def corpus_language(corpus: str | Path) -> str | None:
+    """The language that the first dump of a corpus declares; None for a corpus without dumps."""
+    path = Path(corpus)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    for f in files:
+        encoding = _sniffed(f)
+        if encoding is not None:
+            return dump_site(f, *encoding).language
+    return None
+
+
 def iter_documents(corpus: str | Path, language: str | None = None) -> Iterator[RawDocument]:
     """All documents of a corpus path, in order, read in this process."""
     for part in iter_parts(corpus, language):
@@ -85,26 +96,35 @@ def _open_binary(path: Path):
     return bz2.open(path, "rb") if path.suffix == ".bz2" else open(path, "rb")
 
 
-def _file_parts(path: Path, language: str | None, read_threads: int) -> Iterator[Part]:
+def _head(path: Path) -> bytes:
     try:
         with _open_binary(path) as f:
-            head = f.read(4096)
+            return f.read(4096)
     except OSError as e:
         raise InputError(f"--train_corpus {path}: cannot read ({e})") from e
     except EOFError as e:
         raise InputError(f"--train_corpus {path}: truncated compressed stream ({e})") from e
-    encoding = sniff_encoding(head)
+
+
+def _sniffed(path: Path) -> tuple[str, int] | None:
+    """(codec, byte-order mark length) of a dump; None for a file that is not XML."""
+    encoding = sniff_encoding(_head(path))
+    if encoding is None:
+        if path.name.endswith((".xml", ".xml.bz2")):
+            raise InputError(f"--train_corpus {path}: not an XML file (expected a MediaWiki dump)")
+        return None
+    try:
+        return codecs.lookup(encoding[0]).name, encoding[1]
+    except LookupError as e:
+        raise InputError(f"--train_corpus {path}: its XML declaration names an unknown encoding {encoding[0]!r}") from e
+
+
+def _file_parts(path: Path, language: str | None, read_threads: int) -> Iterator[Part]:
+    encoding = _sniffed(path)
     if encoding is not None:
-        try:
-            codec = codecs.lookup(encoding[0]).name
-        except LookupError as e:
-            raise InputError(f"--train_corpus {path}: its XML declaration names an unknown encoding "
-                             f"{encoding[0]!r}") from e
-        yield from iter_dump_parts(path, codec, encoding[1], language, read_threads)
+        yield from iter_dump_parts(path, *encoding, language, read_threads)
         return
-    if path.name.endswith((".xml", ".xml.bz2")):
-        raise InputError(f"--train_corpus {path}: not an XML file (expected a MediaWiki dump)")
-    start = head.lstrip()
+    start = _head(path).lstrip()
     if start.startswith(b"<doc"):
         docs = _iter_wikiextractor_docs(path)
     elif start.startswith(b"{"):

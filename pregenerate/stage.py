@@ -24,9 +24,12 @@ from stagekit.options import option
 
 from . import workers
 from .corpus import build_corpus
+from .documents import paragraphs
 from .epochs import epoch_is_complete, write_epoch
 from .instances import MaskingConfig
 from .parallel import worker_pool
+from .sentences import SHIPPED_LANGUAGE, model_path, train_splitter
+from .sources import corpus_language, iter_documents
 from .tokenize import read_vocab, vocab_digest, vocab_file
 
 CONFIG_FILE, SUMMARY_FILE = "pregenerate_config.json", "pregenerate_summary.json"
@@ -100,6 +103,8 @@ def _remove_stale_temporaries(out: Path) -> None:
     for tmp in out.glob(".*.tmp-*"):
         if tmp.is_dir() and (tmp.name.startswith(".corpus.tmp-") or tmp.name.startswith(".epoch_")):
             shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in out.glob(".tmp-punkt_*"):
+        tmp.unlink()
 
 
 def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> bool:
@@ -128,6 +133,21 @@ def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> boo
     return True
 
 
+def _sentence_model(cfg: PregenerateConfig, out: Path) -> tuple[str, Path | None]:
+    """The corpus's language and the Punkt model that splits it: None for the English one that ships; any other
+    language's is trained on the corpus once and kept in the output directory."""
+    detected = None if cfg.language else corpus_language(cfg.train_corpus)
+    language = cfg.language or detected or SHIPPED_LANGUAGE
+    model = model_path(out, language)
+    if model is None or model.is_file():
+        return language, model
+    source = (f"--language {language}" if cfg.language else
+              f"--train_corpus {cfg.train_corpus}: language {language} (its <siteinfo>; --language overrides)")
+    docs = iter_documents(cfg.train_corpus, cfg.language)
+    used = train_splitter((p for d in docs for p in paragraphs(d) or ()), language, model, source)
+    return language, model if used else None
+
+
 def run(cfg: PregenerateConfig) -> dict[str, Any]:
     _validate(cfg)
     vocab = vocab_file(cfg.bert_model)
@@ -141,7 +161,14 @@ def run(cfg: PregenerateConfig) -> dict[str, Any]:
     corpus_dir = out / "corpus"
     window = 4 * cfg.num_workers
     start = time.perf_counter()
-    init_args = (str(vocab), cfg.do_lower_case, tokens, str(corpus_dir), masking, cfg.seed)
+    try:
+        language, sentence_model = _sentence_model(cfg, out)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    init_args = (str(vocab), cfg.do_lower_case, str(sentence_model) if sentence_model else None, tokens,
+                 str(corpus_dir), masking, cfg.seed)
     with worker_pool(cfg.num_workers, workers.init, init_args) as pool:
         try:
             if (corpus_dir / "corpus.json").is_file():
@@ -167,6 +194,7 @@ def run(cfg: PregenerateConfig) -> dict[str, Any]:
     generated = [e for e in epochs if not e.get("resumed")]
     gen_seconds = sum(e["seconds"] for e in generated)
     summary = {
+        "language": language, "sentence_model": str(sentence_model) if sentence_model else "nupunkt (English)",
         "documents": corpus["documents"], "sentences": corpus["sentences"], "tokens": corpus["tokens"],
         "text_megabytes": corpus["text_bytes"] / 1e6, "dropped_documents": corpus["dropped_documents"],
         "corpus_seconds": corpus["seconds"],

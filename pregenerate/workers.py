@@ -15,9 +15,11 @@ from .sources import Part
 _state: dict[str, Any] = {}  # this process's processor, vocabulary, settings and (once built) corpus
 
 
-def init(vocab: str, lowercase: bool, tokens: list[str], corpus_dir: str, masking: MaskingConfig, seed: int) -> None:
+def init(vocab: str, lowercase: bool, sentence_model: str | None, tokens: list[str], corpus_dir: str,
+         masking: MaskingConfig, seed: int) -> None:
     _state.clear()
-    _state.update(processor=DocumentProcessor(Path(vocab), lowercase), vocab=Vocabulary(tokens),
+    model = Path(sentence_model) if sentence_model else None
+    _state.update(processor=DocumentProcessor(Path(vocab), lowercase, model), vocab=Vocabulary(tokens),
                   corpus_dir=Path(corpus_dir), masking=masking, seed=seed)
 
 

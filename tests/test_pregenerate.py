@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from pregenerate.documents import DocumentProcessor
+from pregenerate.documents import DocumentProcessor, paragraphs
 from pregenerate.dumps import StreamRange
+from pregenerate.sentences import MIN_TRAINING_CHARACTERS, boundary_errors, load_splitter, train_splitter
 from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents, iter_parts
 from pregenerate.wikitext import ENGLISH, is_disambiguation, parsed_paragraphs, wikitext_to_paragraphs
 from stagekit.cli import main
@@ -21,6 +22,10 @@ from tests import wiki_twins
 from tests.conftest import REPO
 
 DUMP = REPO / "data/wiki/enwiki-sample-206pages.xml.bz2"
+GERMAN_TEXT = REPO / "data/text/manpages-de.txt.bz2"
+# German abbreviations (Duden's list, the common ones): followed by a lower-case word they never end a sentence.
+GERMAN_ABBREVIATIONS = {"z.b", "d.h", "u.a", "usw", "bzw", "ca", "nr", "vgl", "ggf", "evtl", "inkl", "bspw", "sog",
+                        "etc", "dr", "prof", "abs", "o.ä", "z.t", "i.d.r", "s.o", "s.u"}
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"
 FIELDS = ["tokens", "segment_ids", "is_random_next", "masked_lm_positions", "masked_lm_labels"]
 
@@ -111,6 +116,36 @@ def test_multistream_dump_is_read_by_its_streams_identically(tmp_path):
     assert _pregenerate(tmp_path / "parallel", multi, "--epochs_to_generate", "1", "--num_workers", "2") == 0
     assert (tmp_path / "parallel/epoch_0.json").read_bytes() == (tmp_path / "serial/epoch_0.json").read_bytes()
     assert (tmp_path / "parallel/corpus/tokens.int32").read_bytes() == (tmp_path / "serial/corpus/tokens.int32").read_bytes()
+
+
+def test_punkt_trained_on_german_splits_at_abbreviations_no_worse_than_the_english_model(tmp_path):
+    docs = list(iter_documents(GERMAN_TEXT))
+    assert docs[0].kind == PARAGRAPHS and len(docs) > 500
+    half = len(docs) // 2
+    train = [p for d in docs[:half] for p in paragraphs(d)]
+    held_out = [p for d in docs[half:] for p in paragraphs(d)]
+    assert train_splitter(train, "de", tmp_path / "punkt_de.json", "test") > MIN_TRAINING_CHARACTERS
+    english = boundary_errors(load_splitter(None), held_out, GERMAN_ABBREVIATIONS)
+    german = boundary_errors(load_splitter(tmp_path / "punkt_de.json"), held_out, GERMAN_ABBREVIATIONS)
+    assert german["abbreviation_sites"] >= 30 and german["sentence_end_sites"] >= 500
+    assert german["false_breaks_at_abbreviations"] <= english["false_breaks_at_abbreviations"]
+    assert english["false_breaks_at_abbreviations"] > 0.1  # the English model does break after z.B. and d.h.
+    assert german["sentence_end_recall"] >= english["sentence_end_recall"] - 0.01 and german["sentence_end_recall"] > 0.95
+
+
+def test_non_english_run_trains_and_keeps_its_sentence_model(tmp_path):
+    out = tmp_path / "de"
+    assert _pregenerate(out, GERMAN_TEXT, "--language", "de", "--epochs_to_generate", "1") == 0
+    summary = json.loads((out / "pregenerate_summary.json").read_text())
+    assert summary["language"] == "de" and summary["sentence_model"] == str(out / "punkt_de.json")
+    model = (out / "punkt_de.json").read_bytes()
+    # A dump says its language itself: the German twin of the English dump trains its own model.
+    german_dump = wiki_twins.german(DUMP, tmp_path / "dewiki.xml.bz2")
+    assert _pregenerate(tmp_path / "dump", german_dump, "--epochs_to_generate", "1") == 0
+    assert json.loads((tmp_path / "dump/pregenerate_summary.json").read_text())["language"] == "de"
+    assert (tmp_path / "dump/punkt_de.json").is_file()
+    assert _pregenerate(out, GERMAN_TEXT, "--language", "de", "--epochs_to_generate", "2") == 0  # resumes
+    assert (out / "punkt_de.json").read_bytes() == model and (out / "epoch_1.json").is_file()
 
 
 def test_other_corpus_formats_give_the_same_documents(tmp_path, processor):
@@ -271,6 +306,7 @@ BAD = {
     "unknown_encoding": (lambda t: ["--train_corpus", str(_write(t / "x.xml", b'<?xml version="1.0" encoding="x-nope"?>'
                                                                             b'<mediawiki/>'))], "unknown encoding 'x-nope'"),
     "index_of_another_dump": (lambda t: ["--train_corpus", str(_mismatched_index(t))], "does not match it"),
+    "language_without_text": (lambda t: ["--language", "fr"], "--language fr: no shipped sentence model"),
     "empty": (lambda t: ["--train_corpus", str(_write(t / "empty.txt", b""))], "no document with text"),
     "one_document": (lambda t: ["--train_corpus", str(_write(t / "one.txt", b"Only one document here.\nTwo lines.\n"))],
                      "only one document"),
