@@ -10,7 +10,7 @@ import numpy as np
 
 from .sentences import load_splitter
 from .sources import PARAGRAPHS, SENTENCES, WIKITEXT, Part, RawDocument, part_documents
-from .tokenize import wordpiece_tokenizer
+from .tokenize import WordPieceEncoder
 from .wikitext import is_disambiguation, wikitext_to_paragraphs
 
 # Parentheses emptied by removed templates (pronunciations, coordinates): "Andorra (; , ), officially".
@@ -46,7 +46,7 @@ class DocumentProcessor:
     Punkt parameters, or None for the English ones that ship with nupunkt."""
 
     def __init__(self, vocab: Path, lowercase: bool, sentence_model: Path | None = None):
-        self.tokenizer = wordpiece_tokenizer(vocab, lowercase)
+        self.encoder = WordPieceEncoder(vocab, lowercase)
         self.splitter = load_splitter(sentence_model)
 
     def sentences(self, doc: RawDocument) -> list[str]:
@@ -59,8 +59,7 @@ class DocumentProcessor:
         docs = part_documents(part)
         per_doc = [self.sentences(d) for d in docs]
         flat = [s for sents in per_doc for s in sents]
-        encodings = self.tokenizer.encode_batch(flat, add_special_tokens=False) if flat else []
-        ids = [e.ids for e in encodings]
+        ids = self.encoder.encode(flat)
         lengths, counts, kept, k = [], [], [], 0
         for sents in per_doc:
             doc_ids = [x for x in ids[k : k + len(sents)] if x]  # sentences of only unknown chars vanish

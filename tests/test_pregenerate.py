@@ -15,6 +15,7 @@ from pregenerate.documents import DocumentProcessor, paragraphs
 from pregenerate.dumps import StreamRange
 from pregenerate.sentences import MIN_TRAINING_CHARACTERS, boundary_errors, load_splitter, train_splitter
 from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents, iter_parts
+from pregenerate.tokenize import WordPieceEncoder
 from pregenerate.wikitext import ENGLISH, is_disambiguation, parsed_paragraphs, wikitext_to_paragraphs
 from stagekit.cli import main
 from stagekit.errors import InputError
@@ -146,6 +147,20 @@ def test_non_english_run_trains_and_keeps_its_sentence_model(tmp_path):
     assert (tmp_path / "dump/punkt_de.json").is_file()
     assert _pregenerate(out, GERMAN_TEXT, "--language", "de", "--epochs_to_generate", "2") == 0  # resumes
     assert (out / "punkt_de.json").read_bytes() == model and (out / "epoch_1.json").is_file()
+
+
+@pytest.mark.parametrize("corpus,lowercase", [(DUMP, True), (TINY, True), (GERMAN_TEXT, False)],
+                         ids=["206pages", "tiny", "german-cased"])
+def test_memoized_wordpiece_gives_the_tokenizers_ids(corpus, lowercase, teacher_dir):
+    processor = DocumentProcessor(teacher_dir / "vocab.txt", lowercase=lowercase)
+    sentences = [s for d in iter_documents(corpus) for s in processor.sentences(d)]
+    sentences += ["control\x1fcharacters join words", "tab\tand\u3000ideographic space", "\u00e9t\u00e9 \u4e2d\u6587 caf\u00e9"]
+    direct = [e.ids for e in processor.encoder.tokenizer.encode_batch(sentences, add_special_tokens=False)]
+    half = len(sentences) // 2  # a cold memo, then a warm one
+    assert processor.encoder.encode(sentences[:half]) + processor.encoder.encode(sentences[half:]) == direct
+    assert processor.encoder.encode(sentences) == direct
+    full = WordPieceEncoder(teacher_dir / "vocab.txt", lowercase, max_chunks=50)  # past its cap, it still encodes
+    assert full.encode(sentences[:half]) + full.encode(sentences[half:]) == direct and len(full.memo) == 50
 
 
 def test_other_corpus_formats_give_the_same_documents(tmp_path, processor):
