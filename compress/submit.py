@@ -13,6 +13,8 @@ saved under --log_dir and submitted with `sbatch`; the job ids are printed. Whic
     general-distill             general_distill.sbatch   srun, one Horovod task per GPU (MPI through PMIx)
     task-distill, finetune      task_distill.sbatch      srun, one torchrun per node, c10d rendezvous
     pregenerate of a directory  pregenerate_array.sbatch a job array, one task per dump part -> shard_00i/
+    pregenerate of one          pregenerate_array.sbatch a job array, one task per slice of its streams
+      multistream dump                                   (--dump_parts, default one per GB) -> shard_00i/
     any other stage             stage.sbatch             one task
     pipeline CONFIG             pipeline_stage.sbatch    one job per stage not yet complete, each afterok on the
                                                          jobs of the stages it reads from
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pregenerate.dumps import first_stream_end
 from stagekit.atomic import write_json
 from stagekit.errors import InputError, StageFailure
 from stagekit.options import option
@@ -67,6 +70,9 @@ class SubmitConfig:
     job_name: str | None = option(None, help="job name (default xc-<stage>, or xc-<pipeline>-<stage id>)")
     dependency: str | None = option(None, help="sbatch dependency of the (first) job(s), e.g. afterok:1234")
     max_parallel: int | None = option(None, help="pregeneration array: at most this many tasks at once")
+    dump_parts: int | None = option(
+        None,
+        help="pregenerate of one multistream dump: cut it into this many array tasks (default: one per GB)")
     sbatch_args: str | None = option(
         None,
         help="further sbatch options, verbatim, e.g. \"--constraint=a100 --exclusive\"")
@@ -92,7 +98,7 @@ class Job:
 
 
 def validate(cfg: SubmitConfig) -> None:
-    for flag in ("nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "max_parallel"):
+    for flag in ("nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "max_parallel", "dump_parts"):
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise InputError(f"--{flag} {value}: must be >= 1")
@@ -193,16 +199,26 @@ def _stage_job(cfg: SubmitConfig, stage: str, args: list[str], stage_cfg: Any) -
     if cfg.nodes and cfg.nodes > 1:
         raise InputError(f"--nodes {cfg.nodes}: {stage} runs on one node (several: general-distill, task-distill, "
                          "finetune)")
-    if stage == "pregenerate" and Path(stage_cfg.train_corpus).is_dir():
-        parts = sorted(p for p in Path(stage_cfg.train_corpus).iterdir() if not p.name.startswith("."))
-        if len(parts) > 1:
+    if stage == "pregenerate":
+        count, env, what = _pregeneration_array(cfg, Path(stage_cfg.train_corpus))
+        if count > 1:
             rest = _without(args, ("--train_corpus", "--output_dir"))
-            array = f"0-{len(parts) - 1}" + (f"%{cfg.max_parallel}" if cfg.max_parallel else "")
+            array = f"0-{count - 1}" + (f"%{cfg.max_parallel}" if cfg.max_parallel else "")
             options |= {"array": array, "cpus-per-task": str(cfg.cpus_per_task or stage_cfg.num_workers)}
             return Job(name, _template(cfg, "pregenerate_array.sbatch"), options,
-                       [stage_cfg.train_corpus, stage_cfg.output_dir, *rest],
-                       what=f"pregenerate, array of {len(parts)} dump parts -> {stage_cfg.output_dir}/shard_*")
+                       [stage_cfg.train_corpus, stage_cfg.output_dir, *rest], env=env,
+                       what=f"pregenerate, array of {count} {what} -> {stage_cfg.output_dir}/shard_*")
     return Job(name, _template(cfg, "stage.sbatch"), options | {"ntasks": "1"}, [stage, *args], what=stage)
+
+
+def _pregeneration_array(cfg: SubmitConfig, corpus: Path) -> tuple[int, dict[str, str], str]:
+    """Array tasks for a pregeneration: one per file of a directory, or slices of one multistream dump."""
+    if corpus.is_dir():
+        return len([p for p in corpus.iterdir() if not p.name.startswith(".")]), {}, "dump parts"
+    if corpus.is_file() and corpus.suffix == ".bz2" and first_stream_end(corpus) is not None:
+        count = cfg.dump_parts or -(-corpus.stat().st_size // 10**9)
+        return count, {"XCOMPRESS_DUMP_PARTS": str(count)}, "slices of one multistream dump"
+    return 1, {}, ""
 
 
 def _pipeline_jobs(cfg: SubmitConfig) -> list[Job]:

@@ -32,7 +32,7 @@ from .sources import Part, iter_parts
 
 def build_corpus(train_corpus: str, directory: Path, process: Callable[[Part], TokenizedBatch], pool, window: int,
                  provenance: dict[str, Any], language: str | None = None, read_threads: int = 1,
-                 show_progress: bool = True) -> dict[str, Any]:
+                 dump_slice: tuple[int, int] | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Stream the corpus's parts through `process` on the pool's workers into `directory`, written atomically;
     returns corpus.json. `pool` None runs in this process."""
 
@@ -45,7 +45,7 @@ def build_corpus(train_corpus: str, directory: Path, process: Callable[[Part], T
                 tqdm(desc="documents", unit="doc", disable=not show_progress) as bar:
             sent_f.write(np.zeros(1, np.int64).tobytes())
             doc_f.write(np.zeros(1, np.int64).tobytes())
-            parts = iter_parts(train_corpus, language, read_threads)
+            parts = iter_parts(train_corpus, language, read_threads, dump_slice)
             for out in ordered_map(pool, process, parts, window):
                 tok_f.write(out.tokens.tobytes())
                 sent_f.write((stats["tokens"] + np.cumsum(out.sentence_lengths)).tobytes())

@@ -31,6 +31,7 @@ from .wikitext import Site
 
 PART_CHARACTERS = 1 << 20
 _READ_BYTES = 1 << 20
+_FIRST_STREAM_BYTES = 1 << 18  # Wikimedia's header streams are about a kilobyte
 _STREAM_GROUP_BYTES = 1 << 18  # compressed bytes of multistream streams per part (about 1 MB of XML)
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
          (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
@@ -193,15 +194,18 @@ def dump_site(path: Path, encoding: str, bom: int) -> Site:
     return read_site(str(path), head[:first] if first >= 0 else _END.sub("", head), None)
 
 
-def iter_dump_parts(path: Path, encoding: str, bom: int, language: str | None,
-                    read_threads: int) -> Iterator[PageChunk | StreamRange]:
-    """The parts of a dump, in order (see the module's docstring)."""
-    if path.suffix == ".bz2":
-        streams = _multistream_offsets(path)
-        if streams is not None:
-            yield from _stream_parts(path, streams, encoding, language)
-            return
-    yield from _text_parts(path, _decoded(path, encoding, bom, read_threads), language)
+def iter_dump_parts(path: Path, encoding: str, bom: int, language: str | None, read_threads: int,
+                    dump_slice: tuple[int, int] | None = None) -> Iterator[PageChunk | StreamRange]:
+    """The parts of a dump, in order (see the module's docstring); with `dump_slice` (i, n), only the i-th of n
+    slices of a multistream dump (the tasks of a job array)."""
+    streams = _multistream_offsets(path) if path.suffix == ".bz2" else None
+    if streams is not None:
+        yield from _stream_parts(path, streams, encoding, language, dump_slice)
+    elif dump_slice is not None:
+        raise InputError(f"--dump_parts {dump_slice[1]}: {path} is not a multistream dump (one bz2 stream); "
+                         "split it into files and pass their directory instead")
+    else:
+        yield from _text_parts(path, _decoded(path, encoding, bom, read_threads), language)
 
 
 def _text_parts(path: Path, texts: Iterator[str], language: str | None, site: Site | None = None,
@@ -277,33 +281,40 @@ def _bz2_fault(path: Path) -> str:
     return "corrupt compressed stream"
 
 
-def _multistream_offsets(path: Path) -> list[int] | None:
-    """Start offsets of every bz2 stream (and the file size last) of a multistream dump; None for one stream."""
+def first_stream_end(path: Path) -> int | None:
+    """Where the first bz2 stream of a multistream dump ends (a stream header follows it); None for a file of one
+    stream. A multistream dump's first stream holds only its header: one whose first stream runs past
+    `_FIRST_STREAM_BYTES` is read as a single stream (without decompressing it twice)."""
     with open(path, "rb") as f:
         decompressor = bz2.BZ2Decompressor()
         while not decompressor.eof:
             block = f.read(1 << 16)
-            if not block:
-                return None  # truncated: the single-stream reader says so
+            if not block or f.tell() > _FIRST_STREAM_BYTES:
+                return None  # one long stream (or a truncated file: the single-stream reader says so)
             try:
                 decompressor.decompress(block)
             except OSError:
                 return None  # corrupt: likewise
-        first_end = f.tell() - len(decompressor.unused_data)
+        end = f.tell() - len(decompressor.unused_data)
+        f.seek(end)
+        return end if _STREAM_START.match(f.read(10)) else None
+
+
+def _multistream_offsets(path: Path) -> list[int] | None:
+    """Start offsets of every bz2 stream (and the file size last) of a multistream dump; None for one stream."""
+    first_end = first_stream_end(path)
+    if first_end is None:
+        return None
+    offsets = [0, first_end]
+    with open(path, "rb") as f:
         size = f.seek(0, 2)
-        if first_end >= size:
-            return None
-        offsets, f_pos = [0], first_end
         f.seek(first_end)
-        carry = b""
+        carry, position = b"", first_end
         while block := f.read(1 << 24):
             window = carry + block
-            base = f_pos - len(carry)
-            offsets.extend(base + m.start() for m in _STREAM_START.finditer(window)
-                           if base + m.start() > offsets[-1] and base + m.start() >= first_end)
-            carry, f_pos = window[-9:], f_pos + len(block)
-    if offsets[1] != first_end:
-        return None  # what follows the first stream is not a stream: not a multistream file
+            base = position - len(carry)
+            offsets.extend(base + m.start() for m in _STREAM_START.finditer(window) if base + m.start() > offsets[-1])
+            carry, position = window[-9:], position + len(block)
     _check_index(path, set(offsets))
     return offsets + [size]
 
@@ -327,8 +338,8 @@ def _check_index(path: Path, offsets: set[int]) -> None:
         raise InputError(f"--train_corpus {path}: unreadable multistream index {index.name} ({e})") from e
 
 
-def _stream_parts(path: Path, offsets: list[int], encoding: str,
-                  language: str | None) -> Iterator[PageChunk | StreamRange]:
+def _stream_parts(path: Path, offsets: list[int], encoding: str, language: str | None,
+                  dump_slice: tuple[int, int] | None) -> Iterator[PageChunk | StreamRange]:
     if codecs.lookup(encoding).name != "utf-8":
         raise InputError(f"--train_corpus {path}: a multistream dump must be UTF-8 (its declaration says {encoding})")
     with open(path, "rb") as f:
@@ -336,11 +347,20 @@ def _stream_parts(path: Path, offsets: list[int], encoding: str,
     # The first stream holds the header (Wikimedia's hold nothing else); pages in it are read here.
     first = head.find("<page")
     site = read_site(str(path), head if first < 0 else head[:first], language)
-    yield from _text_parts(path, iter([head]), language, final=False)
-    starts = offsets[1:-1]
-    group_start = starts[0] if starts else offsets[-1]
+    ranges, starts, end = [], offsets[1:-1], offsets[-1]
+    group_start = starts[0] if starts else end
     for i, start in enumerate(starts):
-        stop = starts[i + 1] if i + 1 < len(starts) else offsets[-1]
-        if stop - group_start >= _STREAM_GROUP_BYTES or stop == offsets[-1]:
-            yield StreamRange(str(path), site, group_start, stop, last=stop == offsets[-1])
+        stop = starts[i + 1] if i + 1 < len(starts) else end
+        if stop - group_start >= _STREAM_GROUP_BYTES or stop == end:
+            ranges.append(StreamRange(str(path), site, group_start, stop, last=stop == end))
             group_start = stop
+    if dump_slice is not None:
+        index, count = dump_slice
+        # Contiguous slices of about equal compressed size; the first also reads the header stream's pages.
+        bounds = [offsets[1] + (end - offsets[1]) * k // count for k in range(count + 1)]
+        ranges = [r for r in ranges if bounds[index] <= r.start < bounds[index + 1]]
+        if index != 0:
+            yield from ranges
+            return
+    yield from _text_parts(path, iter([head]), language, final=False)
+    yield from ranges

@@ -60,10 +60,17 @@ def part_documents(part: Part) -> list[RawDocument]:
     return [RawDocument(WIKITEXT, page.title, page.text, part.site) for page in part.pages()]
 
 
-def iter_parts(corpus: str | Path, language: str | None = None, read_threads: int = 1) -> Iterator[Part]:
-    """All parts of a corpus path, in a deterministic order that does not depend on `read_threads`."""
+def iter_parts(corpus: str | Path, language: str | None = None, read_threads: int = 1,
+               dump_slice: tuple[int, int] | None = None) -> Iterator[Part]:
+    """All parts of a corpus path, in a deterministic order that does not depend on `read_threads`; with
+    `dump_slice` (i, n), the i-th of n slices of one multistream dump."""
     path = Path(corpus)
-    if path.is_dir():
+    if dump_slice is not None:
+        encoding = _sniffed(path) if path.is_file() else None
+        if encoding is None:
+            raise InputError(f"--dump_parts {dump_slice[1]}: --train_corpus {path} is not a MediaWiki dump file")
+        yield from iter_dump_parts(path, *encoding, language, read_threads, dump_slice)
+    elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
             raise InputError(f"--train_corpus {path}: directory holds no files")

@@ -53,6 +53,8 @@ class PregenerateConfig:
     max_predictions_per_seq: int = option(20)
     do_whole_word_mask: bool = option(False)
     num_workers: int = option(1)
+    dump_part: int | None = option(None, help="read only this slice (0-based) of a multistream dump: a job-array task")
+    dump_parts: int | None = option(None, help="with --dump_part: how many slices the dump is cut into")
     seed: int = option(42)
     overwrite_output_dir: bool = option(False)
     quiet: bool = option(False, help="no progress bars")
@@ -69,6 +71,10 @@ def _validate(cfg: PregenerateConfig) -> None:
         (0 < cfg.masked_lm_prob < 1, "--masked_lm_prob", "must be in (0, 1)"),
         (cfg.max_predictions_per_seq >= 1, "--max_predictions_per_seq", "must be >= 1"),
         (cfg.num_workers >= 1, "--num_workers", "must be >= 1"),
+        ((cfg.dump_part is None) == (cfg.dump_parts is None), "--dump_part", "and --dump_parts go together"),
+        (cfg.dump_parts is None or cfg.dump_parts >= 1, "--dump_parts", "must be >= 1"),
+        (cfg.dump_part is None or 0 <= cfg.dump_part < (cfg.dump_parts or 0), "--dump_part",
+         "must be in [0, --dump_parts)"),
     ]
     for ok, flag, what in checks:
         if not ok:
@@ -177,6 +183,7 @@ def run(cfg: PregenerateConfig) -> dict[str, Any]:
                 corpus = build_corpus(cfg.train_corpus, corpus_dir, workers.process_part, pool, window,
                                       provenance={"train_corpus": identity["train_corpus"], "vocab": str(vocab)},
                                       language=cfg.language, read_threads=cfg.num_workers,
+                                      dump_slice=None if cfg.dump_parts is None else (cfg.dump_part, cfg.dump_parts),
                                       show_progress=not cfg.quiet)
             write_json(out / CONFIG_FILE, {"identity": identity, "config": dataclasses.asdict(cfg)})
         except BaseException:

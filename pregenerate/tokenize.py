@@ -62,20 +62,15 @@ class WordPieceEncoder:
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
         memo = self.memo
-        unseen = list(dict.fromkeys(c for s in sentences for c in s.split() if c not in memo))
-        fresh = dict(zip(unseen, (tuple(e.ids) for e in self._encode(unseen))))
-        if len(memo) < self.max_chunks:
-            memo.update(itertools.islice(fresh.items(), self.max_chunks - len(memo)))
-        out = []
-        for s in sentences:
+        chunks = [s.split() for s in sentences]
+        unseen = sorted({c for cs in chunks for c in cs}.difference(memo))  # sorted: the memo's content is reproducible
+        memo.update(zip(unseen, (tuple(e.ids) for e in self._encode(unseen))))
+        out = [list(itertools.chain.from_iterable(map(memo.__getitem__, cs))) for cs in chunks]
+        for i, s in enumerate(sentences):
             if _SPLIT_DIFFERENTLY.search(s):
-                out.append(self._encode([s])[0].ids)
-                continue
-            ids: list[int] = []
-            for chunk in s.split():
-                pieces = memo.get(chunk)
-                ids.extend(pieces if pieces is not None else fresh[chunk])
-            out.append(ids)
+                out[i] = self._encode([s])[0].ids
+        for chunk in unseen[max(0, self.max_chunks - (len(memo) - len(unseen))):]:
+            del memo[chunk]  # past the cap, this batch's new chunks were used once and are forgotten
         return out
 
     def _encode(self, texts: list[str]):

@@ -14,7 +14,7 @@ import pytest
 from pregenerate.documents import DocumentProcessor, paragraphs
 from pregenerate.dumps import StreamRange
 from pregenerate.sentences import MIN_TRAINING_CHARACTERS, boundary_errors, load_splitter, train_splitter
-from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents, iter_parts
+from pregenerate.sources import PARAGRAPHS, SENTENCES, WIKITEXT, iter_documents, iter_parts, part_documents
 from pregenerate.tokenize import WordPieceEncoder
 from pregenerate.wikitext import ENGLISH, is_disambiguation, parsed_paragraphs, wikitext_to_paragraphs
 from stagekit.cli import main
@@ -113,6 +113,10 @@ def test_multistream_dump_is_read_by_its_streams_identically(tmp_path):
     parts = list(iter_parts(multi))
     assert len(parts) > 1 and all(isinstance(p, StreamRange) for p in parts)
     assert _titles_and_texts(multi) == _titles_and_texts(DUMP)
+    for count in (2, 3):  # the slices of a job array read every page once, in order
+        sliced = [d.title for i in range(count) for p in iter_parts(multi, dump_slice=(i, count))
+                  for d in part_documents(p)]
+        assert sliced == [title for title, _ in _titles_and_texts(DUMP)]
     assert _pregenerate(tmp_path / "serial", DUMP, "--epochs_to_generate", "1") == 0
     assert _pregenerate(tmp_path / "parallel", multi, "--epochs_to_generate", "1", "--num_workers", "2") == 0
     assert (tmp_path / "parallel/epoch_0.json").read_bytes() == (tmp_path / "serial/epoch_0.json").read_bytes()
@@ -322,6 +326,8 @@ BAD = {
                                                                             b'<mediawiki/>'))], "unknown encoding 'x-nope'"),
     "index_of_another_dump": (lambda t: ["--train_corpus", str(_mismatched_index(t))], "does not match it"),
     "language_without_text": (lambda t: ["--language", "fr"], "--language fr: no shipped sentence model"),
+    "slices_of_one_stream": (lambda t: ["--dump_part", "0", "--dump_parts", "2"], "is not a multistream dump"),
+    "slice_out_of_range": (lambda t: ["--dump_part", "2", "--dump_parts", "2"], "--dump_part 2: must be in [0, --dump_parts)"),
     "empty": (lambda t: ["--train_corpus", str(_write(t / "empty.txt", b""))], "no document with text"),
     "one_document": (lambda t: ["--train_corpus", str(_write(t / "one.txt", b"Only one document here.\nTwo lines.\n"))],
                      "only one document"),

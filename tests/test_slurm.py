@@ -17,11 +17,14 @@ from pathlib import Path
 import pytest
 
 from distill.data import PregeneratedEpochs, read_vocab_ids
+from pregenerate.sources import iter_documents
 from stagekit.cli import main
+from tests import wiki_twins
 from tests.conftest import REPO
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 TINY = REPO / "data/wiki/enwiki-20250201-tiny.xml.bz2"
+DUMP = REPO / "data/wiki/enwiki-sample-206pages.xml.bz2"
 
 
 def _free_port() -> int:
@@ -176,6 +179,20 @@ def test_pregeneration_array_writes_one_shard_per_dump_part(shards, teacher_dir)
     assert data.num_examples(0) == 2 * one  # general distillation reads the shards as one epoch
     assert data.batch(0, data.example_ids(0, 1, 0, 1)[:4])["input_ids"].shape[0] == 4
     data.close()
+
+
+@pytest.mark.slow
+def test_one_multistream_dump_is_cut_into_array_slices(slurm, work):
+    multi = wiki_twins.multistream(DUMP, work / "enwiki-multistream.xml.bz2")
+    out = work / "pregen-slices"
+    assert submit(work, "--wait", "--dump_parts", "2", "pregenerate", "--train_corpus", str(multi), "--bert_model",
+                  "all-MiniLM-L6-v2", "--do_lower_case", "--epochs_to_generate", "1", "--max_seq_len", "64",
+                  "--output_dir", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["shard_000", "shard_001"]
+    shards = [json.loads((out / f"shard_00{i}/pregenerate_summary.json").read_text()) for i in (0, 1)]
+    whole = [d.title for d in iter_documents(DUMP) if d.text]
+    assert all(s["documents"] > 10 for s in shards)
+    assert sum(s["documents"] for s in shards) + sum(s["dropped_documents"] for s in shards) == len(whole)
 
 
 @pytest.mark.slow
