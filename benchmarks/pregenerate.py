@@ -42,6 +42,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core means one core, for t
 
 from compress.measure import run_measuring_rss  # noqa: E402
 from pregenerate.documents import DocumentProcessor, paragraphs  # noqa: E402
+from pregenerate.fast_wikitext import strip_markup  # noqa: E402
 from pregenerate.sentences import boundary_errors, load_splitter, train_splitter  # noqa: E402
 from pregenerate.sources import iter_documents, iter_parts, part_documents  # noqa: E402
 from pregenerate.tokenize import WordPieceEncoder, vocab_file  # noqa: E402
@@ -185,8 +186,9 @@ def quality(work: Path) -> dict:
         if name == "enwiki-sample-206pages":
             for doc, ps in rng.sample([(d, ps) for d, ps in zip(docs, fast) if ps], 20):
                 paragraph = rng.choice(ps)
-                source = next((line for line in doc.text.split("\n") if paragraph.split()[-1][:8] in line
-                               and paragraph.split()[0][:8] in line), "(spans several source lines)")
+                source = next((line for line in doc.text.split("\n")
+                               if paragraph in " ".join(strip_markup(line, doc.site.non_text_link).split())),
+                              "(spans several source lines)")
                 samples.append({"page": doc.title, "wikitext": source[:400], "prose": paragraph[:400]})
     print("\n20 paragraphs side by side (wikitext line -> prose), 206-page dump:")
     for s in samples:

@@ -6,8 +6,11 @@ import collections
 import contextlib
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+_START_SECONDS = 600
 
 
 @contextlib.contextmanager
@@ -19,8 +22,19 @@ def worker_pool(num_workers: int, initializer: Callable[..., None], initargs: tu
         return
     # The Rust tokenizer's own threads would compete with the worker processes for the same cores.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    with mp.get_context("spawn").Pool(num_workers, initializer, initargs) as pool:
+    context = mp.get_context("spawn")
+    ready = context.Barrier(num_workers + 1)
+    with context.Pool(num_workers, _initialize, (ready, initializer, initargs)) as pool:
+        try:
+            ready.wait(timeout=_START_SECONDS)  # every worker set up, as the in-process path is: timings compare
+        except threading.BrokenBarrierError as e:
+            raise RuntimeError(f"the {num_workers} worker processes did not start within {_START_SECONDS} s") from e
         yield pool
+
+
+def _initialize(ready, initializer: Callable[..., None], initargs: tuple) -> None:
+    initializer(*initargs)
+    ready.wait(timeout=_START_SECONDS)
 
 
 def ordered_map(pool, fn: Callable[[Any], Any], items: Iterable[Any], window: int) -> Iterator[Any]:

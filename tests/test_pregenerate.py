@@ -308,6 +308,24 @@ def test_fuzzed_dumps_fail_with_input_error(tmp_path, make):
             pass
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_damaged_multistream_dump_fails_with_one_line_in_parallel(tmp_path, capsys, damage):
+    multi = wiki_twins.multistream(DUMP, tmp_path / "enwiki-multistream.xml.bz2")
+    data = bytearray(multi.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:
+        for i in np.random.default_rng(0).integers(len(data) // 3, len(data), 8):
+            data[i] ^= 0xFF
+    broken = tmp_path / f"{damage}-multistream.xml.bz2"
+    broken.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert _pregenerate(out, broken, "--num_workers", "2", "--epochs_to_generate", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and broken.name in err[0] and "bz2" in err[0], err
+    assert not out.exists()
+
+
 def test_truncated_uncompressed_xml_is_an_input_error(tmp_path):
     xml = bz2.decompress(TINY.read_bytes())
     p = tmp_path / "cut.xml"
