@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pregenerate.dumps import first_stream_end
 from stagekit.atomic import write_json
+from stagekit.bz2streams import first_stream_end
 from stagekit.errors import InputError, StageFailure
 from stagekit.options import option
 from stagekit.stages import STAGES

@@ -25,13 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from stagekit.bz2streams import STREAM_START, first_stream_end
 from stagekit.errors import InputError
 
 from .wikitext import Site
 
 PART_CHARACTERS = 1 << 20
 _READ_BYTES = 1 << 20
-_FIRST_STREAM_BYTES = 1 << 18  # Wikimedia's header streams are about a kilobyte
 _STREAM_GROUP_BYTES = 1 << 18  # compressed bytes of multistream streams per part (about 1 MB of XML)
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
          (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
@@ -41,7 +41,6 @@ _UNMARKED = ((b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"), (
              (b"\x00<\x00?", "utf-16-be"))
 _DECLARED = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']""")
 _DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
-_STREAM_START = re.compile(rb"BZh[1-9]1AY&SY")
 _ROOT = re.compile(r"<([A-Za-z_][\w.:-]*)")  # the first element (declarations start with <? or <!)
 _END = re.compile(r"\s*</mediawiki>\s*")
 # The usual aliases of the file namespace that a dump's <siteinfo> does not list.
@@ -281,25 +280,6 @@ def _bz2_fault(path: Path) -> str:
     return "corrupt compressed stream"
 
 
-def first_stream_end(path: Path) -> int | None:
-    """Where the first bz2 stream of a multistream dump ends (a stream header follows it); None for a file of one
-    stream. A multistream dump's first stream holds only its header: one whose first stream runs past
-    `_FIRST_STREAM_BYTES` is read as a single stream (without decompressing it twice)."""
-    with open(path, "rb") as f:
-        decompressor = bz2.BZ2Decompressor()
-        while not decompressor.eof:
-            block = f.read(1 << 16)
-            if not block or f.tell() > _FIRST_STREAM_BYTES:
-                return None  # one long stream (or a truncated file: the single-stream reader says so)
-            try:
-                decompressor.decompress(block)
-            except OSError:
-                return None  # corrupt: likewise
-        end = f.tell() - len(decompressor.unused_data)
-        f.seek(end)
-        return end if _STREAM_START.match(f.read(10)) else None
-
-
 def _multistream_offsets(path: Path) -> list[int] | None:
     """Start offsets of every bz2 stream (and the file size last) of a multistream dump; None for one stream."""
     first_end = first_stream_end(path)
@@ -313,7 +293,7 @@ def _multistream_offsets(path: Path) -> list[int] | None:
         while block := f.read(1 << 24):
             window = carry + block
             base = position - len(carry)
-            offsets.extend(base + m.start() for m in _STREAM_START.finditer(window) if base + m.start() > offsets[-1])
+            offsets.extend(base + m.start() for m in STREAM_START.finditer(window) if base + m.start() > offsets[-1])
             carry, position = window[-9:], position + len(block)
     _check_index(path, set(offsets))
     return offsets + [size]
