@@ -155,8 +155,6 @@ def read_site(path: str, header: str, language: str | None) -> Site:
         root = ET.fromstring(_DECLARATION.sub("", header, count=1) + "</mediawiki>")
     except ET.ParseError as e:
         raise InputError(f"--train_corpus {path}: malformed XML before the first page ({e})") from e
-    if _local(root.tag) != "mediawiki":
-        raise InputError(f"--train_corpus {path}: XML root is <{_local(root.tag)}>, not a MediaWiki dump")
     info = next((el for el in root if _local(el.tag) == "siteinfo"), None)
     if info is None:
         return Site(language=language or "en")
@@ -207,10 +205,9 @@ def iter_dump_parts(path: Path, encoding: str, bom: int, language: str | None, r
         yield from _text_parts(path, _decoded(path, encoding, bom, read_threads), language)
 
 
-def _text_parts(path: Path, texts: Iterator[str], language: str | None, site: Site | None = None,
-                final: bool = True) -> Iterator[PageChunk]:
+def _text_parts(path: Path, texts: Iterator[str], language: str | None, final: bool = True) -> Iterator[PageChunk]:
     """Cut decoded dump text into page chunks; the header before the first <page> gives the site."""
-    name, buf, consumed = str(path), "", 0
+    name, buf, consumed, site = str(path), "", 0, None
     for text in texts:
         buf += text
         if site is None:

@@ -70,27 +70,30 @@ def iter_parts(corpus: str | Path, language: str | None = None, read_threads: in
         if encoding is None:
             raise InputError(f"--dump_parts {dump_slice[1]}: --train_corpus {path} is not a MediaWiki dump file")
         yield from iter_dump_parts(path, *encoding, language, read_threads, dump_slice)
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise InputError(f"--train_corpus {path}: directory holds no files")
-        for f in files:
-            yield from _file_parts(f, language, read_threads)
-    elif path.is_file():
-        yield from _file_parts(path, language, read_threads)
     else:
-        raise InputError(f"--train_corpus {path}: no such file or directory")
+        for f in _corpus_files(path):
+            yield from _file_parts(f, language, read_threads)
 
 
 def corpus_language(corpus: str | Path) -> str | None:
     """The language that the first dump of a corpus declares; None for a corpus without dumps."""
-    path = Path(corpus)
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
-    for f in files:
+    for f in _corpus_files(Path(corpus)):
         encoding = _sniffed(f)
         if encoding is not None:
             return dump_site(f, *encoding).language
     return None
+
+
+def _corpus_files(path: Path) -> list[Path]:
+    """The file, or every file below the directory in sorted order (hidden ones left out)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"--train_corpus {path}: no such file or directory")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"--train_corpus {path}: directory holds no files")
+    return files
 
 
 def iter_documents(corpus: str | Path, language: str | None = None) -> Iterator[RawDocument]:
