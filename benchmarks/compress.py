@@ -8,10 +8,11 @@ teacher and its TD students.
 Models: the SST-2 teacher and the 1/7 and 1/48 task-distilled students of `benchmarks/accuracy.py` (its work
 directory, made with `--tasks SST-2 --compare` when absent), or `--models` (the first is the reference).
 Each model is vocabulary-pruned (`xcompress prune --pruning_type vocabulary`), and that is quantized
-(`xcompress quantize --onnx`): total size on disk of every form against the fp32 teacher's, parameters as
-stored, CPU latency fp32 vs int8 at batch 1 and 32 (sequence 128) in PyTorch and ONNX Runtime, and the dev score
-change (goals: at 1/48 with vocabulary pruning and int8 at most 1/10 of the teacher's size, at 1/7 at most 1/4,
-at most 1 point lost; int8 >= 1.5x faster than fp32).
+(`xcompress quantize --onnx --bf16`): total size on disk of every form against the fp32 teacher's, parameters as
+stored, CPU latency of fp32, int8 and bf16 at batch 1 and 32 (sequence 128) in PyTorch and ONNX Runtime, every
+form of every model timed in alternation in one process, against its own fp32 form and against the fp32 teacher,
+and the dev score change (goals: at 1/48 with vocabulary pruning and int8 at most 1/10 of the teacher's size, at
+1/7 at most 1/4, at most 1 point lost; int8 >= 1.5x faster than fp32; TD 1/48 >= 2.7x faster than the teacher).
 Pruning: `xcompress prune` of the teacher, one sweep over heads kept (FFN whole) and one over FFN size (heads
 whole), each setting recovered by fine-tuning; dev score and size against what is kept.
 Prints tables; writes benchmarks/results/compress.json.
@@ -73,11 +74,11 @@ def main() -> None:
         vocabulary[label] = json.loads((vocab / "prune_summary.json").read_text())
         if not (target / "quantize_summary.json").is_file():
             xcompress("quantize", "--model", str(vocab), "--task_name", "SST-2", "--data_dir",
-                      str(glue), "--onnx", "--latency_repeats", "10", "--overwrite_output_dir",
+                      str(glue), "--onnx", "--bf16", "--latency_repeats", "10", "--overwrite_output_dir",
                       "--output_dir", str(target))
         quantized[label] = json.loads((target / "quantize_summary.json").read_text())
-    latency = {label: interleaved_latency(out / f"vocab-{_slug(label)}", out / f"int8-{_slug(label)}")
-               for label in models}
+    latency = interleaved_latency({label: (out / f"vocab-{_slug(label)}", out / f"int8-{_slug(label)}")
+                                   for label in models})
     pruned = {}
     # "control" keeps every head: the same recovery fine-tuning without pruning, the fair reference for the
     # sweeps (recovery is extra training, which an under-trained teacher gains from by itself).
@@ -99,9 +100,10 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.replace("/", "of")).strip("-")
 
 
-def interleaved_latency(fp32_dir: Path, int8_dir: Path, rounds: int = 3, repeats: int = 10) -> dict:
-    """Median latency per backend at batch 1 and 32 (sequence 128), measured in alternation within one process
-    so that a slow spell of the machine hits every backend alike; the median over rounds of each round's median."""
+def interleaved_latency(models: dict[str, tuple[Path, Path]], rounds: int = 3, repeats: int = 10) -> dict:
+    """Median latency of every form of every model at batch 1 and 32 (sequence 128), all measured in alternation
+    within one process so that a slow spell of the machine hits them alike; the median over rounds of each round's
+    median. `models`: label -> (fp32 directory, quantize output directory)."""
     import statistics
 
     import torch
@@ -109,22 +111,29 @@ def interleaved_latency(fp32_dir: Path, int8_dir: Path, rounds: int = 3, repeats
     sys.path.insert(0, str(REPO))
     from compress.measure import cpu_latency
     from compress.onnx_export import FP32_FILE, INT8_FILE, OnnxClassifier
+    from compress.quantize import BF16_DIR
     from corpora.glue import get_task
     from distill.classifier import load_classifier
 
     task = get_task("SST-2")
-    fp32, _ = load_classifier(str(fp32_dir), "--model", task, need_task_model=True)
-    int8, _ = load_classifier(str(int8_dir), "--model", task, need_task_model=True)
-    vocab = fp32.config.vocab_size
-    backends = {"pytorch fp32": fp32, "pytorch int8": int8,
-                "onnxruntime fp32": OnnxClassifier(int8_dir / "onnx" / FP32_FILE, torch.get_num_threads()).logits,
-                "onnxruntime int8": OnnxClassifier(int8_dir / "onnx" / INT8_FILE, torch.get_num_threads()).logits}
-    times: dict = {b: {1: [], 32: []} for b in backends}
+    threads = torch.get_num_threads()
+    forms = {}
+    for label, (fp32_dir, int8_dir) in models.items():
+        forms[label] = {"pytorch fp32": load_classifier(str(fp32_dir), "--model", task, need_task_model=True)[0],
+                        "pytorch int8": load_classifier(str(int8_dir), "--model", task, need_task_model=True)[0],
+                        "pytorch bf16": load_classifier(str(int8_dir / BF16_DIR), "--model", task,
+                                                        need_task_model=True)[0],
+                        "onnxruntime fp32": OnnxClassifier(int8_dir / "onnx" / FP32_FILE, threads).logits,
+                        "onnxruntime int8": OnnxClassifier(int8_dir / "onnx" / INT8_FILE, threads).logits}
+    vocab = {label: f["pytorch fp32"].config.vocab_size for label, f in forms.items()}
+    times: dict = {label: {b: {1: [], 32: []} for b in f} for label, f in forms.items()}
     for _ in range(rounds):
         for batch in (1, 32):
-            for name, model in backends.items():
-                times[name][batch].append(cpu_latency(model, batch, 128, repeats, vocab_size=vocab))
-    return {b: {f"latency_b{k}_s": statistics.median(v) for k, v in t.items()} for b, t in times.items()}
+            for label, backends in forms.items():
+                for name, model in backends.items():
+                    times[label][name][batch].append(cpu_latency(model, batch, 128, repeats, vocab_size=vocab[label]))
+    return {label: {b: {f"latency_b{k}_s": statistics.median(v) for k, v in t.items()} for b, t in per.items()}
+            for label, per in times.items()}
 
 
 def _report(vocabulary: dict, quantized: dict, latency: dict, pruned: dict, args, out: Path) -> None:
@@ -142,7 +151,9 @@ def _report(vocabulary: dict, quantized: dict, latency: dict, pruned: dict, args
                  "PyTorch int8, vocabulary pruned": (rows["pytorch int8"]["size_on_disk_bytes"],
                                                      rows["pytorch int8"]["params"], rows["pytorch int8"]["dev"]["acc"]),
                  "ONNX Runtime int8, vocabulary pruned": (rows["onnxruntime int8"]["size_on_disk_bytes"], None,
-                                                          rows["onnxruntime int8"]["dev"]["acc"])}
+                                                          rows["onnxruntime int8"]["dev"]["acc"]),
+                 "PyTorch bf16, vocabulary pruned": (rows["pytorch bf16"]["size_on_disk_bytes"],
+                                                     rows["pytorch bf16"]["params"], rows["pytorch bf16"]["dev"]["acc"])}
         for form, (size, params, acc) in forms.items():
             change = 100 * (acc - original["score"])
             sizes.setdefault(label, {})[form] = {"size_on_disk_bytes": size, "of_teacher": size / reference,
@@ -152,8 +163,9 @@ def _report(vocabulary: dict, quantized: dict, latency: dict, pruned: dict, args
                   f"{change:+.2f} |")
         print(f"| {label} | pieces kept | {pruned_vocab['vocabulary']['kept']:,} of "
               f"{pruned_vocab['vocabulary']['original_size']:,} | | | | | |")
-    _table("int8 dynamic quantization of the vocabulary-pruned models, SST-2 dev, CPU (2 cores), sequence 128: "
-           "latency in ms (speed-up over PyTorch fp32), backends measured in alternation, median of 3 rounds of 10",
+    _table("int8 and bf16 forms of the vocabulary-pruned models, SST-2 dev, CPU (2 cores), sequence 128: latency in "
+           "ms (speed-up over the same model's PyTorch fp32), every form measured in alternation, median of 3 rounds "
+           "of 10",
            ["model", "backend", "b1 ms", "b32 ms", "size MB", "dev acc", "change (points)"])
     table = {}
     for label, summary in quantized.items():
@@ -168,14 +180,31 @@ def _report(vocabulary: dict, quantized: dict, latency: dict, pruned: dict, args
             print(f"| {label} | {backend} | {r['latency_b1_s'] * 1e3:.1f} ({ratio1:.2f}x) | "
                   f"{r['latency_b32_s'] * 1e3:.1f} ({ratio32:.2f}x) | {r['size_on_disk_bytes'] / 1e6:.1f} | "
                   f"{r['dev']['acc']:.4f} | {change:+.2f} |")
+    teacher_label = next(iter(latency))
+    teacher = latency[teacher_label]["pytorch fp32"]
+    _table(f"speed-up over the fp32 teacher ({teacher_label}, PyTorch) in the same measurement, sequence 128",
+           ["model", "backend", "b1", "b32"])
+    against_teacher = {}
+    for label, per in latency.items():
+        for backend, r in per.items():
+            ratio1, ratio32 = teacher["latency_b1_s"] / r["latency_b1_s"], teacher["latency_b32_s"] / r["latency_b32_s"]
+            against_teacher.setdefault(label, {})[backend] = {"speedup_b1": ratio1, "speedup_b32": ratio32}
+            print(f"| {label} | {backend} | {ratio1:.2f}x | {ratio32:.2f}x |")
     if pruned:
         _pruning_table(pruned, args)
     path = REPO / "benchmarks/results/compress.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"sizes": sizes, "quantization": table, "pruning": {
+    path.write_text(json.dumps({"sizes": sizes, "quantization": table, "against_teacher": against_teacher,
+                                "bf16_instructions": _cpu_has_bf16(), "pruning": {
         k: {"original": v["original"], "rows": v["rows"], "plots": v["plots"]} for k, v in pruned.items()},
         "recovery_steps": args.recovery_steps}, indent=2) + "\n")
     print(f"-> {path}; models in {out}" + ("; pruning plots in prune-*/plots" if pruned else ""))
+
+
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _table(title: str, columns: list[str]) -> None:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from corpora.glue import dev_files, get_task
 from distill.classifier import evaluate_features, load_classifier
 from distill.task_data import load_features
@@ -71,7 +73,8 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     for label, model in loaded.items():
         dev = load_features(task, dev_path, load_tokenizer(models[label], f"--models {label}"), cfg.max_seq_length)
         params = parameter_counts(model)
-        rows.append({"label": label, "model_dir": str(models[label]), "backend": "pytorch",
+        half = next(model.parameters()).dtype == torch.bfloat16
+        rows.append({"label": label, "model_dir": str(models[label]), "backend": "pytorch bf16" if half else "pytorch",
                      "model_type": model.config.model_type,
                      "quantized": bool(getattr(model.config, "xcompress_quantization", None)),
                      "encoder_params": params["encoder"], "total_params": params["total"],
@@ -192,12 +195,20 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {r['label']} | {r['backend']}{' int8' if r['quantized'] and 'int8' not in r['backend'] else ''} | "
                      f"{_count(r['encoder_params'])} | {_count(r['total_params'])} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
                      f"{r['latency_b1_s'] * 1e3:.1f} | {r['latency_b32_s'] * 1e3:.1f} | {r['score']:.4f} | {pct} |")
+    fastest = {b: min(rows, key=lambda r: r[f"latency_b{b}_s"]) for b in (1, 32)}
+    smallest = min(rows, key=lambda r: r["size_on_disk_bytes"])
+    lines += ["", f"Fastest at batch 1: {_form(fastest[1])}; at batch 32: {_form(fastest[32])}; smallest: "
+              f"{_form(smallest)}."]
     lines += ["", "Parameters as stored. Encoder parameters follow the paper's convention (weight matrices and linear "
               "biases; a TD model's factors). An int8 TD model stores its factors in fp16 and folds them into int8 "
               "matrices when it loads; PyTorch and ONNX Runtime int8 store embeddings in 8 bits per entry. ONNX files "
               "hold the folded matrices, so their rows count no parameters.", ""]
     lines += [f"![{p}]({p})" for p in summary["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _form(row: dict[str, Any]) -> str:
+    return f"{row['label']} ({row['backend']}, score {row['score']:.4f})"
 
 
 def _count(n: int | None) -> str:

@@ -1,7 +1,7 @@
 """Pruning and quantization on the SST-2 fine-tuned embedded teacher and a real TD student: structured pruning
 removes rows and columns and its importance scores matter, rank pruning of TD factors, iterative magnitude
-pruning that keeps its sparsity through fine-tuning, int8 quantization (PyTorch and ONNX Runtime) within a point
-of fp32, the report, and bad input refused before anything is written."""
+pruning that keeps its sparsity through fine-tuning, int8 quantization (PyTorch and ONNX Runtime) and bf16 within a
+point of fp32, the report, and bad input refused before anything is written."""
 import copy
 import json
 
@@ -11,6 +11,8 @@ import torch
 
 from stagekit.cli import main
 from tests.conftest import FAST, run_cli
+
+BF16_LOGIT_TOLERANCE = 0.1  # max |logit difference| of a bf16 copy against its fp32 model on real dev text
 
 
 def _features(model_dir, glue, split, n=None):
@@ -150,20 +152,24 @@ def test_iterative_magnitude_pruning_keeps_its_sparsity(sst2_teacher, glue_copy,
 def int8_teacher(sst2_teacher, glue_copy, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "teacher-int8"
     assert main(["quantize", "--model", str(sst2_teacher), "--output_dir", str(out), "--task_name", "SST-2",
-                 "--data_dir", str(glue_copy), "--onnx", "--max_seq_length", "64", "--latency_seq_length", "32",
+                 "--data_dir", str(glue_copy), "--onnx", "--bf16", "--max_seq_length", "64", "--latency_seq_length", "32",
                  "--latency_repeats", "2"]) == 0
     return out
 
 
 @pytest.mark.slow
-def test_int8_teacher_loses_at_most_a_point_in_pytorch_and_onnxruntime(int8_teacher, glue_copy, tmp_path):
+def test_int8_and_bf16_teacher_lose_at_most_a_point_in_pytorch_and_onnxruntime(int8_teacher, glue_copy, tmp_path):
     summary = json.loads((int8_teacher / "quantize_summary.json").read_text())
     rows = {r["backend"]: r for r in summary["rows"]}
-    assert list(rows) == ["pytorch fp32", "pytorch int8", "onnxruntime fp32", "onnxruntime int8"]
+    assert list(rows) == ["pytorch fp32", "pytorch int8", "onnxruntime fp32", "onnxruntime int8", "pytorch bf16"]
     fp32 = rows["pytorch fp32"]["dev"]["acc"]
     assert rows["onnxruntime fp32"]["dev"]["acc"] == fp32
-    for backend in ("pytorch int8", "onnxruntime int8"):
+    for backend in ("pytorch int8", "onnxruntime int8", "pytorch bf16"):
         assert rows[backend]["dev"]["acc"] >= fp32 - 0.01, (backend, rows[backend]["dev"], fp32)
+    # bf16 keeps 8 bits of mantissa: logits within BF16_LOGIT_TOLERANCE of fp32, the same label almost everywhere
+    bf16 = summary["bf16"]["agreement"]
+    assert bf16["max_abs_logit_diff"] <= BF16_LOGIT_TOLERANCE and bf16["same_prediction"] >= 0.98, bf16
+    assert rows["pytorch bf16"]["size_on_disk_bytes"] < 0.55 * rows["pytorch fp32"]["size_on_disk_bytes"]
     assert summary["onnx"]["agreement"]["onnxruntime fp32"]["max_abs_logit_diff"] <= 1e-4
     # The quality claim is the accuracy bound above. ORT's and torch's int8 schemes quantize differently, so they
     # part on examples near the decision boundary: 96.5-100% agreement for teachers fine-tuned by equally sound code
@@ -178,6 +184,10 @@ def test_int8_teacher_loses_at_most_a_point_in_pytorch_and_onnxruntime(int8_teac
     # batch, so other batch sizes move a few predictions.)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "eval_results_SST-2.json").read_text())["dev"]["dev"]["acc"] == rows["pytorch int8"]["dev"]["acc"]
+    r = run_cli("evaluate", "--model", str(int8_teacher / "bf16"), "--task_name", "SST-2", "--data_dir",
+                str(glue_copy), "--output_dir", str(tmp_path / "bf16"), "--max_seq_length", "64", "--eval_batch_size", "64")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "bf16/eval_results_SST-2.json").read_text())["dev"]["dev"]["acc"] == rows["pytorch bf16"]["dev"]["acc"]
 
 
 def test_td_factor_projections_fold_and_quantize(td_student, tmp_path):
@@ -231,7 +241,7 @@ def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_co
     assert summary["rows"][0]["percent_of_reference"] == 100.0
     assert all(row["latency_b1_s"] > 0 and row["size_on_disk_bytes"] > 0 for row in summary["rows"])
     md = (out / "report.md").read_text()
-    assert "| teacher int8 | pytorch int8 |" in md
+    assert "| teacher int8 | pytorch int8 |" in md and "Fastest at batch 1: " in md and "smallest: teacher" in md
     assert {p.name for p in (out / "plots").iterdir()} == {"params_vs_score.png", "latency_vs_score.png",
                                                           "size_per_model.png", "loss_curves.png"}
     assert str(out / "report.md") in r.stdout
@@ -261,6 +271,9 @@ def test_bad_pruning_input_exits_2_and_writes_nothing(case, sst2_teacher, glue_c
 def test_quantizing_a_quantized_model_is_refused(int8_teacher, tmp_path, capsys):
     assert main(["quantize", "--model", str(int8_teacher), "--output_dir", str(tmp_path / "again")]) == 2
     assert "already quantized" in capsys.readouterr().err and not (tmp_path / "again").exists()
+    assert main(["quantize", "--model", str(int8_teacher / "bf16"), "--output_dir", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert "stored in bfloat16" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "again").exists()
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Every model directory xcompress writes loads in plain transformers: a process where importing any of xcompress's
 packages fails builds it from the code copied beside its weights (`trust_remote_code=True`) and gives the same
-logits as xcompress's own loader: TD, pruned and dense models, fp32 and int8, and a vocabulary-pruned TD model."""
+logits as xcompress's own loader: TD, pruned and dense models, fp32, bf16 and int8, and a vocabulary-pruned TD model."""
 from __future__ import annotations
 
 import copy
@@ -67,6 +67,7 @@ def model_dirs(td_student, teacher_dir, tmp_path_factory) -> dict[str, Path]:
     td, _ = load_model(str(td_student), "--model", CLASSIFIER, config_updates={"num_labels": 2}, new_head=True)
     dirs["TD"] = _with_tokenizer(td, td_student, root / "td")
     dirs["TD int8"] = _with_tokenizer(quantize_(copy.deepcopy(td)), td_student, root / "td-int8", quantized=True)
+    dirs["TD bf16"] = _with_tokenizer(copy.deepcopy(td).to(torch.bfloat16), td_student, root / "td-bf16")
     tokenizer = load_tokenizer(td_student, "--model")
     keep = sorted(set(tokenizer(TEXTS)["input_ids"][0] + tokenizer(TEXTS)["input_ids"][1]) | set(tokenizer.all_special_ids))
     prune_embeddings_(td, keep)
@@ -95,4 +96,4 @@ def test_every_format_loads_in_plain_transformers_with_the_same_logits(model_dir
         batch = load_tokenizer(directory, "--model")(TEXTS, padding=True, return_tensors="pt")
         with torch.no_grad():
             ours = model(**batch).logits
-        assert torch.equal(torch.tensor(plain[str(directory)]), ours), label
+        assert torch.equal(torch.tensor(plain[str(directory)]), ours.float()), label
