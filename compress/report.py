@@ -192,7 +192,7 @@ def markdown(summary: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pct = f"{r['percent_of_reference']:.1f}" if r["percent_of_reference"] is not None else "-"
-        lines.append(f"| {r['label']} | {r['backend']}{' int8' if r['quantized'] and 'int8' not in r['backend'] else ''} | "
+        lines.append(f"| {r['label']} | {_backend(r)} | "
                      f"{_count(r['encoder_params'])} | {_count(r['total_params'])} | {r['size_on_disk_bytes'] / 1e6:.1f} | "
                      f"{r['latency_b1_s'] * 1e3:.1f} | {r['latency_b32_s'] * 1e3:.1f} | {r['score']:.4f} | {pct} |")
     fastest = {b: min(rows, key=lambda r: r[f"latency_b{b}_s"]) for b in (1, 32)}
@@ -207,8 +207,12 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _backend(row: dict[str, Any]) -> str:
+    return row["backend"] + (" int8" if row["quantized"] and "int8" not in row["backend"] else "")
+
+
 def _form(row: dict[str, Any]) -> str:
-    return f"{row['label']} ({row['backend']}, score {row['score']:.4f})"
+    return f"{row['label']} ({_backend(row)}, score {row['score']:.4f})"
 
 
 def _count(n: int | None) -> str:

@@ -241,7 +241,9 @@ def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_co
     assert summary["rows"][0]["percent_of_reference"] == 100.0
     assert all(row["latency_b1_s"] > 0 and row["size_on_disk_bytes"] > 0 for row in summary["rows"])
     md = (out / "report.md").read_text()
-    assert "| teacher int8 | pytorch int8 |" in md and "Fastest at batch 1: " in md and "smallest: teacher" in md
+    smallest = min(summary["rows"], key=lambda row: row["size_on_disk_bytes"])
+    assert "| teacher int8 | pytorch int8 |" in md and "Fastest at batch 1: " in md
+    assert f"smallest: {smallest['label']} (" in md and "int8, score" in md.split("smallest: ")[1]
     assert {p.name for p in (out / "plots").iterdir()} == {"params_vs_score.png", "latency_vs_score.png",
                                                           "size_per_model.png", "loss_curves.png"}
     assert str(out / "report.md") in r.stdout
