@@ -137,6 +137,8 @@ def interleaved_latency(models: dict[str, tuple[Path, Path]], rounds: int = 3, r
 
 
 def _report(vocabulary: dict, quantized: dict, latency: dict, pruned: dict, args, out: Path) -> None:
+    from compress.measure import cpu_has_bf16
+
     reference = next(iter(vocabulary.values()))["original"]["size_on_disk_bytes"]
     _table("what ships, SST-2 dev: total size on disk against the fp32 teacher's, parameters as stored "
            "(encoder / all), dev accuracy",
@@ -195,16 +197,10 @@ def _report(vocabulary: dict, quantized: dict, latency: dict, pruned: dict, args
     path = REPO / "benchmarks/results/compress.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"sizes": sizes, "quantization": table, "against_teacher": against_teacher,
-                                "bf16_instructions": _cpu_has_bf16(), "pruning": {
+                                "bf16_instructions": cpu_has_bf16(), "pruning": {
         k: {"original": v["original"], "rows": v["rows"], "plots": v["plots"]} for k, v in pruned.items()},
         "recovery_steps": args.recovery_steps}, indent=2) + "\n")
     print(f"-> {path}; models in {out}" + ("; pruning plots in prune-*/plots" if pruned else ""))
-
-
-def _cpu_has_bf16() -> bool:
-    import torch
-
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _table(title: str, columns: list[str]) -> None:

@@ -58,6 +58,11 @@ def cpu_latency(model: nn.Module | Callable[[dict[str, torch.Tensor]], Any], bat
     return statistics.median(times)
 
 
+def cpu_has_bf16() -> bool:
+    """This CPU has bf16 instructions (AVX512-BF16 or AMX) that oneDNN uses; without them it emulates bf16."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def size_on_disk(model_dir: str | Path) -> int:
     """Bytes of the weight files of a model directory."""
     d = Path(model_dir)

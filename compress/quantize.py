@@ -37,7 +37,7 @@ from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES, read_config_dict, resolve_model_dir
 from stagekit.options import option
 
-from .measure import MeasurementSettings, cpu_latency, parameter_counts, size_on_disk
+from .measure import MeasurementSettings, cpu_has_bf16, cpu_latency, parameter_counts, size_on_disk
 
 ONNX_FP32_TOLERANCE = 1e-4  # max |logit difference| between onnxruntime fp32 and PyTorch fp32
 BF16_DIR = "bf16"
@@ -118,10 +118,8 @@ def _bf16(model, model_dir: Path, directory: Path, cfg: QuantizeConfig, task, de
         reference = np.concatenate([model(**b).logits.numpy() for b in batches])
         logits = np.concatenate([half(**b).logits.float().numpy() for b in batches])
     same = float((logits.argmax(-1) == reference.argmax(-1)).mean()) if logits.shape[1] > 1 else None
-    # Without bf16 instructions oneDNN emulates them: the copy is then smaller but slower than fp32.
-    hardware = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     row = {"backend": "pytorch bf16", **_measure(half, directory, cfg, task, dev)}
-    return {"row": row, "cpu_has_bf16": hardware,
+    return {"row": row, "cpu_has_bf16": cpu_has_bf16(),
             "agreement": {"against": "pytorch fp32", "max_abs_logit_diff": float(np.abs(logits - reference).max()),
                           "same_prediction": same, "examples": len(logits)}}
 
