@@ -113,6 +113,7 @@ def main() -> None:
     plan = [(task, student, route) for task in args.tasks for student in args.students for route in ROUTES
             if route == BEST or (route in args.routes and task in args.compare and student == args.students[0])]
     needs = {route for _, _, route in plan}
+    uses = {(route, student) for _, student, route in plan}
 
     pregen = None  # Wikipedia: the general route distils on it, the recover route calibrates on it
     if needs & {"recover", "general"}:
@@ -124,13 +125,13 @@ def main() -> None:
     shared = {}  # (route, student) -> the student every task of that route starts from, and its CPU minutes
     for student in args.students:
         name = student.replace("/", "of")
-        if "recover" in needs:
+        if ("recover", student) in uses:
             key = f"decompose wikipedia-calibrated {student}"
             start = run(key, work / f"dec-wiki-{name}", "decompose", "--teacher_model", TEACHER, "--config",
                         STUDENTS[student], "--calibration_data", str(pregen), "--max_seq_length", str(SEQ),
                         "--calibration_examples", str(s["calibration_examples"]))
             shared["recover", student] = start, {"decompose (shared)": run.cpu(key)}
-        if "general" in needs:
+        if ("general", student) in uses:
             key = f"decompose plain {student}"
             plain = run(key, work / f"dec-plain-{name}", "decompose", "--teacher_model", TEACHER, "--config",
                         STUDENTS[student])

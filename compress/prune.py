@@ -34,7 +34,6 @@ from distill.classifier import evaluate_features, load_classifier, predict_logit
 from distill.metrics import glue_metrics
 from distill.task_data import load_features
 from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
-from modeling.int8 import quantization_of
 from modeling.loading import load_tokenizer
 from modeling.params import GROUPS
 from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
@@ -178,9 +177,9 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
     settings = validate(cfg)
     task = get_task(cfg.task_name)
     task_dir(cfg.data_dir, task)
-    model, model_dir = load_classifier(cfg.model, "--model", task, need_task_model=True)
-    if quantization_of(model.config.to_dict()):
-        raise InputError(f"--model {cfg.model}: quantized; prune the fp32 model it came from, then quantize")
+    model, model_dir = load_classifier(cfg.model, "--model", task, need_task_model=True, need_fp32=True)
+    if cfg.teacher_model:  # checked now, not after the pruning it would recover
+        load_classifier(cfg.teacher_model, "--teacher_model", task, need_task_model=True, need_fp32=True)
     for name, s in settings.items():
         try:
             s.pruning.check(model)

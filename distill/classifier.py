@@ -33,8 +33,9 @@ def task_config_fields(task: GlueTask) -> dict[str, Any]:
             "problem_type": "regression" if task.is_regression else "single_label_classification"}
 
 
-def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_model: bool = False) -> tuple[nn.Module, Path]:
-    """The model of `name_or_path` as a classifier for `task`, and its directory."""
+def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_model: bool = False,
+                    need_fp32: bool = False) -> tuple[nn.Module, Path]:
+    """The model of `name_or_path` as a classifier for `task`, and its directory (`need_fp32`: see load_model)."""
     _, config, _ = inspect_model(name_or_path, flag)
     trained = is_task_model(config)
     if trained:
@@ -49,7 +50,7 @@ def load_classifier(name_or_path: str, flag: str, task: GlueTask, need_task_mode
     if quantization_of(config) and not trained:
         raise InputError(f"{flag} {name_or_path}: a quantized model must be a task model (quantize after training)")
     return load_model(name_or_path, flag, CLASSIFIER, config_updates=None if trained else task_config_fields(task),
-                      new_head=not trained)
+                      new_head=not trained, need_fp32=need_fp32)
 
 
 @torch.no_grad()

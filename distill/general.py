@@ -91,7 +91,7 @@ class DistillationStep(nn.Module):
 
 
 def _load_teacher(cfg: GeneralDistillConfig):
-    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,))
+    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,), need_fp32=True)
     return teacher_dir, teacher
 
 
@@ -102,7 +102,7 @@ def _load_student(cfg: GeneralDistillConfig, teacher, student_dir: Path):
 
     inspect_model(str(student_dir), "--student_model", kinds=(TUCKER,))
     if (student_dir / "model.safetensors").is_file() and not cfg.use_swap:
-        return load_model(str(student_dir), "--student_model", ENCODER)[0]
+        return load_model(str(student_dir), "--student_model", ENCODER, need_fp32=True)[0]
     config = TuckerBertConfig.from_pretrained(str(student_dir))
     if cfg.use_swap:
         tc = teacher.config

@@ -88,11 +88,12 @@ def layer_losses(student, teacher_hidden: tuple[torch.Tensor, ...], attention_ma
 def run(cfg: RecoverConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     check_values(cfg)
-    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,))
+    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,), need_fp32=True)
     # A task student is loaded with its head, which stays untouched and is saved with it.
     _, student_config, _ = inspect_model(cfg.student_model, "--student_model", kinds=(TUCKER,))
     model, student_dir = load_model(cfg.student_model, "--student_model",
-                                    CLASSIFIER if is_task_model(student_config) else ENCODER, kinds=(TUCKER,))
+                                    CLASSIFIER if is_task_model(student_config) else ENCODER, kinds=(TUCKER,),
+                                    need_fp32=True)
     student = encoder_of(model)
     shared_vocab(teacher_dir, student_dir)
     tokenizer = load_tokenizer(teacher_dir, "--teacher_model")

@@ -88,7 +88,7 @@ class TaskRun:
 
     def load_model(self, name: str, flag: str, need_task_model: bool = False):
         torch.manual_seed(self.cfg.seed)  # a new classifier head is drawn from the seed: runs repeat exactly
-        model, model_dir = load_classifier(name, flag, self.task, need_task_model)
+        model, model_dir = load_classifier(name, flag, self.task, need_task_model, need_fp32=True)
         return model.to(self.dist.device), model_dir
 
     def prepare(self, model_dir: Path, aug: bool) -> None:

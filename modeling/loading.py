@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from stagekit.errors import InputError
@@ -23,6 +24,7 @@ from .int8 import load_quantized, quantization_of
 # from its seed, that head.
 TOLERATED = {ENCODER: ("pooler.",), CLASSIFIER: (), MASKED_LM: ()}
 NEW_HEAD_PREFIXES = {ENCODER: (), CLASSIFIER: ("classifier.", "pooler.", "bert.pooler."), MASKED_LM: ("cls.",)}
+FP32_ONLY = "this stage needs the fp32 model it came from"
 
 
 def inspect_model(name_or_path: str, flag: str, kinds: tuple[str, ...] | None = None
@@ -43,8 +45,11 @@ def load_tokenizer(model_dir: Path, flag: str):
 
 
 def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tuple[str, ...] | None = None,
-               config_updates: dict[str, Any] | None = None, new_head: bool = False) -> tuple[nn.Module, Path]:
-    """The model of a flag's value in `role` (ENCODER, CLASSIFIER, MASKED_LM), in eval mode, and its directory."""
+               config_updates: dict[str, Any] | None = None, new_head: bool = False,
+               need_fp32: bool = False) -> tuple[nn.Module, Path]:
+    """The model of a flag's value in `role` (ENCODER, CLASSIFIER, MASKED_LM), in eval mode, and its directory.
+    `need_fp32`: refuse an int8 or bf16 model (the training stages: AdamW on bf16 weights loses most updates, and
+    int8 modules have nothing to train)."""
     from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
@@ -54,6 +59,8 @@ def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tupl
     cls = arch.model_class(role, where)
     if not any((model_dir / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
         raise InputError(f"{where}: no model.safetensors in {model_dir}")
+    if need_fp32 and quantization_of(raw):
+        raise InputError(f"{where}: stored in int8; {FP32_ONLY}")
     try:
         if quantization_of(raw):
             return load_quantized(model_dir, cls), model_dir
@@ -65,4 +72,6 @@ def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tupl
     tolerated = TOLERATED[role] + (NEW_HEAD_PREFIXES[role] if new_head else ())
     if (problem := weight_problems(info, tolerated)) is not None:
         raise InputError(f"{where}: weights missing or mismatched for {cls.__name__} ({problem})")
+    if need_fp32 and (dtype := next(model.parameters()).dtype) != torch.float32:
+        raise InputError(f"{where}: stored in {str(dtype).removeprefix('torch.')}; {FP32_ONLY}")
     return model.eval(), model_dir

@@ -279,6 +279,24 @@ def test_quantizing_a_quantized_model_is_refused(int8_teacher, tmp_path, capsys)
 
 
 @pytest.mark.slow
+def test_training_stages_refuse_int8_and_bf16_models(int8_teacher, td_student, glue_copy, tmp_path, capsys):
+    """Unchecked, an int8 model crashed fine-tuning with a traceback and a bf16 one trained silently in bf16."""
+    on_task = ["--task_name", "SST-2", "--data_dir", str(glue_copy)]
+    for stored, model in (("int8", int8_teacher), ("bfloat16", int8_teacher / "bf16")):
+        for args, flag in ((["finetune", "--model", str(model), *on_task], "--model"),
+                           (["task-distill", "--teacher_model", str(model), "--student_model", str(td_student),
+                             *on_task], "--teacher_model"),
+                           (["prune", "--model", str(model), "--pruning_type", "vocabulary", *on_task], "--model"),
+                           (["recover", "--teacher_model", str(model), "--student_model", str(td_student),
+                             "--calibration_data", str(glue_copy / "SST-2")], "--teacher_model")):
+            out = tmp_path / "out"
+            assert main([*args, "--output_dir", str(out)]) == 2, args
+            err = capsys.readouterr().err.strip()
+            assert f"error: {flag} {model}: stored in {stored}; this stage needs the fp32 model" in err, err
+            assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.slow
 def test_vocabulary_pruning_keeps_every_prediction_on_the_task_text(sst2_teacher, glue_copy, tmp_path):
     from corpora.glue import get_task, read_examples
     from distill.classifier import predict_logits
