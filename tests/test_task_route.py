@@ -76,3 +76,17 @@ def test_a_collapsed_run_says_so(glue_copy, tmp_path):
     assert "collapsed" in summary["collapsed"]["dev"] or "not finite" in summary["collapsed"]["dev"]
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("collapsed" in r for r in logged)
+
+
+def test_a_td_student_learns_stsb(glue_copy, tmp_path):
+    """The TD regression path learns STS-B: the embedded teacher factorized at full ranks (the same function in
+    shared factors, so factor-space training is all that is tested) fine-tuned for 90 steps on 2,000 rows reaches a
+    dev correlation of 0.65 (0.81 after 186). At 1/7 the MiniLM student does not, for want of rank: README."""
+    td, out = tmp_path / "td-full", tmp_path / "stsb"
+    assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--rank_layer", "72", "--rank_dim", "384",
+                 "--output_dir", str(td)]) == 0
+    assert main(["finetune", "--model", str(td), "--task_name", "STS-B", "--data_dir", str(glue_copy),
+                 "--max_train_examples", "2000", "--max_steps", "90", "--learning_rate", "1e-4", "--eval_step", "90",
+                 "--output_dir", str(out), *FAST]) == 0
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert summary["dev"]["dev"]["score"] > 0.5 and not summary["collapsed"], summary["dev"]
