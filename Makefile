@@ -22,6 +22,7 @@ test-quick: setup
 
 docs: setup
 	$(PY) -m stagekit.docs
+	$(PY) -m modeling.families
 
 bench: setup
 	$(PY) benchmarks/decompose.py

@@ -9,12 +9,18 @@ Routes from a dense teacher to a TD student (each stage through the real CLI):
   task     the fine-tuned teacher decomposed with its task's training text as calibration (pooler and classifier
            kept), layer-wise recovery against the fine-tuned teacher, prediction distillation as above
 
+Dense students of the same teacher at the TD students' encoder sizes (DENSE: `xcompress dense-student` keeps
+chosen layers of the fine-tuned teacher, its FFN neurons and heads ranked by taylor importance on the task), each
+distilled with TinyBERT's two phases on the same task text and budget as the TD route (layer-wise steps as many as
+recovery's, then the same prediction distillation): the baseline the TD students have to beat at equal size.
+
 The best route (BEST) runs for every task and student; the routes are compared side by side on --compare tasks
 for the first student. Every stage's output and timing is kept in --work: a rerun resumes where it stopped, and a
 --tasks/--students/--routes subset runs alone.
 
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48]
-        [--routes task recover general] [--compare SST-2 STS-B] [--work runs/bench-accuracy]
+        [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
+        [--work runs/bench-accuracy]
 
 Prints a table (score, % of teacher, encoder params, CPU minutes per stage), writes
 benchmarks/results/accuracy.json and a plot of score against cumulative CPU minutes per route (accuracy.png).
@@ -60,6 +66,20 @@ DISTILL = {
                 "1e-4"],
 }
 DISTILL["task"] = DISTILL["recover"]
+# Dense students by name: their dense-student flags. Sizes (encoder parameters) against TD 1/7's 1.50 M and 1/48's
+# 0.22 M: 3 of 6 layers 5.32 M, one layer 1.77 M, two layers with 192 FFN neurons 1.48 M, one layer with 2 heads and
+# 128 FFN neurons 0.20 M.
+DENSE = {"3-of-6-layers": ["--layer_stride", "2"], "1-layer": ["--keep_layers", "0"],
+         "2-layers-ffn192": ["--keep_layers", "0,1", "--intermediate_size", "192"],
+         "1-layer-2heads-ffn128": ["--keep_layers", "0", "--num_attention_heads", "2", "--intermediate_size", "128"]}
+# Layer-wise distillation as many steps as the TD route's recovery (at the prediction phase's rate: the student
+# starts as the teacher's own layers), then the TD route's prediction distillation. A student with fewer heads than
+# the teacher has no head-by-head attention loss: it distils predictions only, for all the steps.
+DENSE_DISTILL = ["--stage", "both", "--intermediate_max_steps", str(SETTINGS["recover_steps"]),
+                 "--intermediate_learning_rate", "1e-4", "--max_train_examples", "9600", "--max_steps", "300",
+                 "--learning_rate", "1e-4"]
+DENSE_PRED_ONLY = ["--stage", "prediction", "--max_train_examples", "9600", "--max_steps",
+                   str(300 + SETTINGS["recover_steps"]), "--learning_rate", "1e-4"]
 
 
 def cpu_seconds() -> float:
@@ -104,6 +124,8 @@ def main() -> None:
     ap.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES,
                     help=f"routes run on the --compare tasks ({BEST}, the best, runs everywhere)")
     ap.add_argument("--compare", nargs="*", default=["SST-2", "STS-B"], choices=TASKS)
+    ap.add_argument("--dense", nargs="*", default=list(DENSE), choices=list(DENSE),
+                    help="dense students distilled on every task (none: --dense with no names)")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     args = ap.parse_args()
     work = Path(args.work)
@@ -164,7 +186,30 @@ def main() -> None:
                 continue
             row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher,
                                                                     shared, on_task)
+        for name in args.dense:
+            row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, on_task)
     _report(results, args, run, work)
+
+
+def _dense(run: Runner, work: Path, task: str, name: str, teacher: Path, on_task: list[str]) -> dict:
+    """A dense student of the fine-tuned teacher, distilled; its dev score, CPU minutes, curve and size."""
+    key = f"{task}-dense-{name}"
+    start = run(f"{key} dense-student", work / f"dense-{key}", "dense-student", "--teacher_model", str(teacher),
+                *DENSE[name], *on_task)
+    flags = DENSE_PRED_ONLY if "--num_attention_heads" in DENSE[name] else DENSE_DISTILL
+    out = run(f"{key} task-distill", work / f"td-{key}", "task-distill", "--teacher_model", str(teacher),
+              "--student_model", str(start), *flags, "--eval_step", str(SETTINGS["eval_step"]), *on_task)
+    stages = {"dense-student": run.cpu(f"{key} dense-student"), "task-distill": run.cpu(f"{key} task-distill")}
+    summary = _summary(out, "task_distill")
+    seconds = sum(p["seconds"] for p in summary["phases"])
+    per_second = stages["task-distill"] / seconds
+    *earlier, pred = summary["phases"]
+    first = sum(p["seconds"] for p in earlier)
+    curve = [{"cpu_minutes": stages["dense-student"] + per_second * (first + pred["seconds"] * h["step"] / pred["steps"]),
+              "score": h["score"]} for h in pred["dev_history"]]
+    return {"dev": summary["dev"]["dev"], "collapsed": summary.get("collapsed", {}), "cpu_minutes": stages,
+            "curve": curve, "output_dir": str(out),
+            "encoder_params": _summary(start, "dense_student")["encoder_params"]}
 
 
 def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, shared: dict,
@@ -228,8 +273,9 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
                 r["total_cpu_minutes"] = sum(r["cpu_minutes"].values())
                 cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_minutes"].items())
                 flag = " (collapsed)" if r["collapsed"] else ""
+                size = r.get("encoder_params", params.get(student))
                 print(f"| {task} | {te:.4f} | {student} | {route} | {score:.4f}{flag} | "
-                      f"{r['percent_of_teacher']:.1f} | {params[student]:,} | {cpu} | {r['total_cpu_minutes']:.1f} |")
+                      f"{r['percent_of_teacher']:.1f} | {size:,} | {cpu} | {r['total_cpu_minutes']:.1f} |")
     shared = {k: v for k, v in run.timings.items() if not k.startswith(tuple(results))}
     print("\nshared stages (CPU min): " + "; ".join(f"{k} {v['cpu_minutes']:.1f}" for k, v in shared.items()))
     total = sum(v["wall_minutes"] for v in run.timings.values())
@@ -255,7 +301,7 @@ def _plot(results: dict, path: Path) -> Path:
         for route, r in row["students"][student].items():
             ax.plot([p["cpu_minutes"] for p in r["curve"]], [p["score"] for p in r["curve"]], marker="o", label=route)
         ax.axhline(row["teacher"]["score"], color="grey", linestyle="--", label="teacher")
-        ax.set(title=f"{task}, TD {student}", xlabel="CPU minutes (route, cumulative)", ylabel="dev score")
+        ax.set(title=f"{task}, {student if student.startswith('dense') else 'TD ' + student}", xlabel="CPU minutes (route, cumulative)", ylabel="dev score")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

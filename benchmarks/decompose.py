@@ -38,7 +38,8 @@ from decompose.tucker import decompose_fast, decompose_hooi, relative_errors  # 
 from modeling import TuckerBertModel  # noqa: E402
 from modeling.formats import DENSE, ENCODER  # noqa: E402
 from modeling.loading import load_model  # noqa: E402
-from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks  # noqa: E402
+from modeling.stacking import BLOCK_TYPE, block_layout  # noqa: E402
+from decompose.blocks import stack_encoder_blocks  # noqa: E402
 from stagekit.model_paths import embedded_teacher_dir  # noqa: E402
 
 MINILM_CONFIGS = [(36, 192), (20, 112), (36, 64)]

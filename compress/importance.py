@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from modeling.families import family_of
+
 # Per-parameter values (w·g, or |w|) by parameter name -> per-unit sums by unit-group name.
 Reducer = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 METHODS = ("taylor", "l1")
@@ -24,12 +26,13 @@ def unit_importance(model: nn.Module, reducer: Reducer, method: str,
             return reducer({n: p.abs() for n, p in params.items()})
     if method != "taylor":
         raise ValueError(f"importance method {method!r}: expected one of {METHODS}")
+    family = family_of(model)
     was_training = model.training
     model.eval()  # the gradients of the model as it is used, without dropout noise
     scores: dict[str, torch.Tensor] = {}
     for batch in batches:
         model.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
+        model(**family.model_inputs(batch)).loss.backward()
         with torch.no_grad():
             contrib = {n: p * p.grad for n, p in params.items() if p.grad is not None}
             for unit, value in reducer(contrib).items():

@@ -101,11 +101,13 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantLinear
 
     from modeling.int8 import StoredFactors, folded_maps
+    from modeling.params import NORMS, encoder_stack
 
     rebuilt = folded_maps(model)
 
     def count(module: nn.Module, skip_layernorm: bool) -> int:
-        n = sum(p.numel() for name, p in module.named_parameters() if not (skip_layernorm and "LayerNorm" in name))
+        n = sum(p.numel() for name, p in module.named_parameters()
+                if not (skip_layernorm and any(norm in name for norm in NORMS)))
         for m in module.modules():
             if isinstance(m, DynamicQuantLinear):
                 n += (0 if m in rebuilt else m.weight().numel()) + (m.bias().numel() if m.bias() is not None else 0)
@@ -115,5 +117,4 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
                 n += sum(b.numel() for b in m.buffers())
         return n
 
-    base = getattr(model, "base_model", model)
-    return {"encoder": count(base.encoder, True), "total": count(model, False)}
+    return {"encoder": count(encoder_stack(model), True), "total": count(model, False)}

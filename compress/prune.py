@@ -43,7 +43,7 @@ from stagekit.options import option
 
 from .measure import parameter_counts, size_on_disk
 from .prune_unstructured import compressed_size, sparsity
-from .prune_vocabulary import check_same_pieces, prune_embeddings_, used_pieces, write_tokenizer
+from .prune_vocabulary import check_same_pieces, prune_embeddings_, tokenizer_model, used_pieces, write_tokenizer
 from .pruning import KINDS, PruningConfig, prune_
 
 WEIGHTS = "model.safetensors"
@@ -187,6 +187,9 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
             raise InputError(f"--model {cfg.model}, setting {name}: {e}") from e
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     tokenizer = load_tokenizer(model_dir, "--model")
+    if cfg.pruning_type == "vocabulary" and (kind := tokenizer_model(tokenizer)) != "WordPiece":
+        raise InputError(f"--model {cfg.model}: its tokenizer is {kind}; vocabulary pruning keeps WordPiece "
+                         "vocabularies (byte-level BPE and SentencePiece are not pruned yet)")
     dev = load_features(task, dev_files(task, cfg.data_dir)[0], tokenizer, cfg.max_seq_length)
     texts = _task_texts(task, cfg.data_dir) if cfg.pruning_type == "vocabulary" else []
     importance = None

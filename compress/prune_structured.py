@@ -1,50 +1,51 @@
-"""Structured pruning of dense BERT classifiers: attention heads and FFN neurons are physically removed.
+"""Structured pruning of dense classifiers: attention heads and FFN neurons are physically removed.
 
 Scores come from `importance.unit_importance`; a target is an average per layer (allocated over layers by
-score, or the same in every layer with `even`) or an explicit count per layer. The model becomes a
-`pruned_bert` model in place: its linear maps shrink to the kept rows and columns.
+score, or the same in every layer with `even`) or an explicit count per layer. Scoring and slicing find each
+layer's maps through the family table, so they work on every family (transformers 5 reshapes attention by head
+size, so fewer heads need nothing but narrower maps); a BERT model with per-layer sizes is saved as `pruned_bert`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from modeling.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
+from modeling.families import STRUCTURED_FAMILIES, family_of
+from modeling.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, PrunedBertModel
 
 from .importance import Reducer, allocate_globally, top_indices
 
 Target = int | list[int] | None  # average per layer, one count per layer, or keep everything
 
 
-def _layer_prefix(i: int) -> str:
-    return f"bert.encoder.layer.{i}."
+def head_size(config) -> int:
+    fam = family_of(config)
+    return fam.size(config, "hidden_size") // fam.size(config, "num_heads")
 
 
-def head_ffn_reducer(config) -> Reducer:
+def head_ffn_reducer(model: nn.Module) -> Reducer:
     """w·g (or |w|) summed per head (Q, K, V rows and O columns) and per FFN neuron (input row, output column)."""
-    h = config.hidden_size
-    hs = h // config.num_attention_heads
+    fam, config = family_of(model), model.config
+    h, hs = fam.size(config, "hidden_size"), head_size(config)
+    prefix = "" if model is fam.encoder(model) else f"{fam.base}."
 
     def reduce(v: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
-        for i in range(config.num_hidden_layers):
-            p = _layer_prefix(i)
-            heads = sum(v[f"{p}attention.self.{m}.weight"].view(-1, hs, h).sum((1, 2))
-                        + v[f"{p}attention.self.{m}.bias"].view(-1, hs).sum(1) for m in ("query", "key", "value"))
-            out[f"heads.{i}"] = heads + v[f"{p}attention.output.dense.weight"].view(h, -1, hs).sum((0, 2))
-            out[f"ffn.{i}"] = (v[f"{p}intermediate.dense.weight"].sum(1) + v[f"{p}intermediate.dense.bias"]
-                               + v[f"{p}output.dense.weight"].sum(0))
+        for i in range(fam.size(config, "num_layers")):
+            def w(part: str, what: str = "weight") -> torch.Tensor:
+                return v[f"{prefix}{fam.layers}.{i}.{fam.parts[part]}.{what}"]
+            heads = sum(w(m).view(-1, hs, h).sum((1, 2)) + w(m, "bias").view(-1, hs).sum(1)
+                        for m in ("query", "key", "value"))
+            out[f"heads.{i}"] = heads + w("attn_out").view(h, -1, hs).sum((0, 2))
+            out[f"ffn.{i}"] = w("ffn_in").sum(1) + w("ffn_in", "bias") + w("ffn_out").sum(0)
         return out
 
     return reduce
 
 
 def current_sizes(model: nn.Module) -> tuple[list[int], list[int]]:
-    """Heads and FFN neurons per layer of a dense or pruned BERT classifier."""
-    hs = model.config.hidden_size // model.config.num_attention_heads
-    layers = model.bert.encoder.layer
-    return ([l.attention.self.query.out_features // hs for l in layers],
-            [l.intermediate.dense.out_features for l in layers])
+    """Heads and FFN neurons per layer of a dense or pruned classifier of any family."""
+    return family_of(model).layer_sizes(model)
 
 
 def plan_counts(target: Target, scores: list[torch.Tensor], even: bool, what: str) -> list[int]:
@@ -67,28 +68,45 @@ def plan_counts(target: Target, scores: list[torch.Tensor], even: bool, what: st
     return allocate_globally(scores, min(target * len(scores), sum(have)))
 
 
+def slice_layers_(model: nn.Module, keep_heads: list[torch.Tensor], keep_ffn: list[torch.Tensor]) -> None:
+    """Keep the given head and neuron indices of every layer of a model of any family, in place (its config is the
+    caller's to change)."""
+    fam = family_of(model)
+    hs = head_size(model.config)
+    for layer, heads, neurons in zip(fam.layer_list(model), keep_heads, keep_ffn):
+        rows = (heads[:, None] * hs + torch.arange(hs)).reshape(-1)
+        for part, index, dim in (("query", rows, 0), ("key", rows, 0), ("value", rows, 0), ("attn_out", rows, 1),
+                                 ("ffn_in", neurons, 0), ("ffn_out", neurons, 1)):
+            fam.set_part(layer, part, _sliced(fam.linear(layer, part), index, dim))
+        # BERT's attention keeps its head count and width as attributes: kept true for whoever reads them
+        attention = layer.get_submodule(fam.parts["query"].rpartition(".")[0])
+        if hasattr(attention, "all_head_size"):
+            attention.num_attention_heads, attention.all_head_size = len(heads), len(rows)
+
+
 def prune_heads_and_ffn(model: nn.Module, keep_heads: list[torch.Tensor], keep_ffn: list[torch.Tensor]) -> nn.Module:
-    """Keep the given head and neuron indices of every layer; the model becomes a PrunedBert classifier in place."""
+    """Keep the given head and neuron indices of every layer; a BERT model becomes a PrunedBert one in place."""
     old = model.config
-    hs = old.hidden_size // old.num_attention_heads
+    if family_of(model).name not in STRUCTURED_FAMILIES:
+        raise ValueError(f"per-layer head and FFN sizes are stored for {', '.join(STRUCTURED_FAMILIES)} models only, "
+                         f"not {old.model_type}")
     config = PrunedBertConfig.from_dict({**old.to_dict(), "model_type": PrunedBertConfig.model_type,
                                          "layer_num_heads": [len(k) for k in keep_heads],
                                          "layer_intermediate_sizes": [len(k) for k in keep_ffn]})
-    for layer, heads, neurons in zip(model.bert.encoder.layer, keep_heads, keep_ffn):
-        rows = (heads[:, None] * hs + torch.arange(hs)).reshape(-1)
-        attn = layer.attention.self
-        for name in ("query", "key", "value"):
-            setattr(attn, name, _sliced(getattr(attn, name), rows, dim=0))
-        attn.num_attention_heads, attn.all_head_size = len(heads), len(rows)
-        layer.attention.output.dense = _sliced(layer.attention.output.dense, rows, dim=1)
-        layer.intermediate.dense = _sliced(layer.intermediate.dense, neurons, dim=0)
-        layer.output.dense = _sliced(layer.output.dense, neurons, dim=1)
+    slice_layers_(model, keep_heads, keep_ffn)
+    retarget_config_(model, config)
+    # a subclass adding no state: the saved type is right
+    model.__class__ = PrunedBertForSequenceClassification if hasattr(model, "bert") else PrunedBertModel
+    return model
+
+
+def retarget_config_(model: nn.Module, config) -> None:
+    """Point every module that reads the model's config (attention layers do) at `config`, the model included."""
+    old = model.config
     config._attn_implementation = old._attn_implementation
-    for module in model.modules():  # attention layers read the config they were built with
+    for module in model.modules():
         if getattr(module, "config", None) is old:
             module.config = config
-    model.__class__ = PrunedBertForSequenceClassification  # a subclass adding no state: the saved type is right
-    return model
 
 
 def _sliced(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:

@@ -61,6 +61,11 @@ def prune_embeddings_(model: nn.Module, keep: list[int]) -> dict[str, Any]:
     return record
 
 
+def tokenizer_model(tokenizer) -> str:
+    """The kind of a fast tokenizer's model: WordPiece, BPE, Unigram (SentencePiece), ..."""
+    return json.loads(tokenizer.backend_tokenizer.to_str())["model"]["type"]
+
+
 def write_tokenizer(tokenizer, keep: list[int], source_dir: Path, directory: Path) -> None:
     """tokenizer.json and vocab.txt renumbered to `keep`, and the other tokenizer files copied, into `directory`."""
     new_id = {old: new for new, old in enumerate(keep)}

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from corpora.glue import TASKS, read_examples
+from modeling.families import family_of
 from modeling.stacking import block_layout
 from stagekit.errors import InputError
 
@@ -119,7 +120,8 @@ class BlockInputs:
 @torch.no_grad()
 def block_inputs(bert: nn.Module, sequences: list[dict[str, list[int]]], ops: str, batch_size: int = 32) -> BlockInputs:
     """Run the dense teacher over the calibration sequences and accumulate what each block reads."""
-    h, layers = bert.config.hidden_size, bert.encoder.layer
+    family = family_of(bert)
+    h, layers = family.size(bert.config, "hidden_size"), family.layer_list(bert)
     names = [(layer, name) for layer in range(len(layers)) for name in _INPUTS]
     index = {key: g for g, key in enumerate(names)}
     sums = torch.zeros(len(names), h, h, dtype=torch.float64)
@@ -144,15 +146,15 @@ def block_inputs(bert: nn.Module, sequences: list[dict[str, list[int]]], ops: st
 
     handles = []
     for i, layer in enumerate(layers):
-        for module, kind in ((layer.attention.self.query, "attention"), (layer.attention.output.dense, "context"),
-                             (layer.intermediate.dense, "ffn_in"), (layer.output.dense, "activation")):
-            handles.append(module.register_forward_pre_hook(hook(i, kind)))
+        for part, kind in (("query", "attention"), ("attn_out", "context"), ("ffn_in", "ffn_in"),
+                           ("ffn_out", "activation")):
+            handles.append(family.linear(layer, part).register_forward_pre_hook(hook(i, kind)))
     try:
         bert.eval()
         for batch in batches(sequences, batch_size):
             state["mask"] = batch["attention_mask"].bool()
             state["tokens"] += int(state["mask"].sum())
-            bert(**batch)
+            bert(**family.model_inputs(batch))
     finally:
         for handle in handles:
             handle.remove()

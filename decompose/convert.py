@@ -5,10 +5,12 @@ import torch
 from torch import nn
 
 from modeling.configuration_tucker_bert import TuckerBertConfig
+from modeling.families import family_of
 from modeling.formats import encoder_of
 from modeling.modeling_tucker_bert import TuckerBertForSequenceClassification, TuckerBertModel
-from modeling.stacking import OPS, stack_encoder_blocks
+from modeling.stacking import OPS
 
+from .blocks import stack_encoder_blocks
 from .tucker import SharedTucker, decompose_fast, decompose_hooi
 
 
@@ -33,23 +35,24 @@ def td_state_from_teacher(bert: nn.Module, factors: SharedTucker, config: Tucker
     f = "encoder.factors."
     state.update({f + "U": factors.U, f + "V": factors.V, f + "G": factors.G, f + "P": factors.P})
     san, ffn = "query" in OPS[config.ops], "ffn_in_0" in OPS[config.ops]
-    for i, layer in enumerate(bert.encoder.layer):
+    family = family_of(bert)
+    for i, layer in enumerate(family.layer_list(bert)):
         p = f"encoder.layer.{i}."
-        sa, ao = layer.attention.self, layer.attention.output
-        state[p + "attention.qkv.bias"] = torch.cat([sa.query.bias, sa.key.bias, sa.value.bias])
-        state[p + "attention.output.bias"] = ao.dense.bias
+        q, k, v, o = (family.linear(layer, part) for part in ("query", "key", "value", "attn_out"))
+        ffn_in, ffn_out = family.linear(layer, "ffn_in"), family.linear(layer, "ffn_out")
+        state[p + "attention.qkv.bias"] = torch.cat([q.bias, k.bias, v.bias])
+        state[p + "attention.output.bias"] = o.bias
         if not san:
-            state[p + "attention.qkv.weight"] = torch.cat([sa.query.weight, sa.key.weight, sa.value.weight])
-            state[p + "attention.output.weight"] = ao.dense.weight
-        state[p + "attention.LayerNorm.weight"] = ao.LayerNorm.weight
-        state[p + "attention.LayerNorm.bias"] = ao.LayerNorm.bias
-        state[p + "ffn.intermediate.bias"] = layer.intermediate.dense.bias
-        state[p + "ffn.output.bias"] = layer.output.dense.bias
+            state[p + "attention.qkv.weight"] = torch.cat([q.weight, k.weight, v.weight])
+            state[p + "attention.output.weight"] = o.weight
+        for name, norm in (("attention", family.part(layer, "attn_norm")), ("ffn", family.part(layer, "ffn_norm"))):
+            state[p + f"{name}.LayerNorm.weight"] = norm.weight
+            state[p + f"{name}.LayerNorm.bias"] = norm.bias
+        state[p + "ffn.intermediate.bias"] = ffn_in.bias
+        state[p + "ffn.output.bias"] = ffn_out.bias
         if not ffn:
-            state[p + "ffn.intermediate.weight"] = layer.intermediate.dense.weight
-            state[p + "ffn.output.weight"] = layer.output.dense.weight
-        state[p + "ffn.LayerNorm.weight"] = layer.output.LayerNorm.weight
-        state[p + "ffn.LayerNorm.bias"] = layer.output.LayerNorm.bias
+            state[p + "ffn.intermediate.weight"] = ffn_in.weight
+            state[p + "ffn.output.weight"] = ffn_out.weight
     return {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
 
 

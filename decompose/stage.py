@@ -23,12 +23,13 @@ from corpora.glue import TASKS
 from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, architecture_of, encoder_of, is_task_model, label_count
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.params import encoder_params
-from modeling.stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
+from modeling.stacking import BLOCK_TYPE, OPS, block_layout
 from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
 from stagekit.errors import InputError
 from stagekit.model_paths import TOKENIZER_FILES, read_config_dict
 from stagekit.options import at_least, check_values, option
 
+from .blocks import stack_encoder_blocks
 from .calibration import block_inputs, hidden_state_errors, hold_out, read_sequences
 from .convert import bias_shifts, factorize_teacher, td_model
 from .tucker import decompose_fast, relative_errors
@@ -93,7 +94,7 @@ def _resolve_ranks(cfg: DecomposeConfig) -> tuple[int, int, str, dict[str, Any]]
 def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: str, td_file: dict[str, Any]
                    ) -> tuple[Path, dict[str, Any]]:
     """Everything about the teacher that can be refused before loading weights; its directory and config."""
-    teacher_dir, tc, _ = inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,))
+    teacher_dir, tc, _ = inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,), stage="decompose")
     flag = f"--teacher_model {cfg.teacher_model}"
     h, inter, layers = tc.get("hidden_size"), tc.get("intermediate_size"), tc.get("num_hidden_layers")
     if not all(isinstance(v, int) for v in (h, inter, layers)):

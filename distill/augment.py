@@ -65,7 +65,8 @@ class Augmenter:
     def __init__(self, model_dir: Path, glove: str | None, cfg: AugmentConfig):
         self.cfg = cfg
         self.tokenizer = load_tokenizer(model_dir, "--pretrained_bert_model")
-        self.model = load_model(str(model_dir), "--pretrained_bert_model", MASKED_LM, kinds=(DENSE,))[0]
+        self.model = load_model(str(model_dir), "--pretrained_bert_model", MASKED_LM, kinds=(DENSE,),
+                                stage="augment")[0]
         self.vocab = self.tokenizer.get_vocab()
         self.ids_to_tokens = {i: w for w, i in self.vocab.items()}
         self.neighbours: Neighbours = GloveNeighbours(glove) if glove else EmbeddingNeighbours(

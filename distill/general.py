@@ -91,7 +91,8 @@ class DistillationStep(nn.Module):
 
 
 def _load_teacher(cfg: GeneralDistillConfig):
-    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,), need_fp32=True)
+    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,), need_fp32=True,
+                                      stage="general-distill")
     return teacher_dir, teacher
 
 
@@ -163,6 +164,9 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     teacher_dir, teacher_bert = _load_teacher(cfg)
     student_dir = resolve_model_dir(cfg.student_model, "--student_model")
     vocab = shared_vocab(teacher_dir, student_dir)
+    if vocab is None:
+        raise InputError(f"--teacher_model {cfg.teacher_model}: pre-generated epochs hold WordPiece tokens, and this "
+                         "teacher has no vocab.txt")
     data = PregeneratedEpochs(cfg.pregenerated_data, read_vocab_ids(vocab))
     student = _load_student(cfg, teacher_bert, student_dir)
     if student.pooler is not None:

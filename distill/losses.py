@@ -4,7 +4,8 @@
   both positions are real tokens (padded positions carry the additive mask and are excluded).
 - Hidden states: MSE between student and teacher hidden states, the embedding output included, over real
   tokens; a learned linear projection maps the student's width to the teacher's when they differ.
-- Layers: student layer i (1-based) learns from teacher layer i * (teacher depth / student depth).
+- Layers: student layer i (1-based) learns from teacher layer i * (teacher depth / student depth), or from the
+  teacher layer a given map names (a dense student copied from chosen teacher layers learns from those).
   `layers="last"` is the original TD code's variant: the last layer's scores and hidden state only.
 """
 from __future__ import annotations
@@ -44,11 +45,16 @@ class DistillationLoss(nn.Module):
     """Sum of attention and hidden-state losses over the mapped layers; owns the width projection."""
 
     def __init__(self, student_layers: int, teacher_layers: int, student_width: int, teacher_width: int,
-                 layers: str = "all"):
+                 layers: str = "all", mapping: list[int] | None = None):
+        """`mapping`: the teacher layer (1-based) of each student layer; uniform when None."""
         super().__init__()
         if layers not in ("all", "last"):
             raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
-        mapping = layer_map(student_layers, teacher_layers)
+        if mapping is None:
+            mapping = layer_map(student_layers, teacher_layers)
+        elif len(mapping) != student_layers or any(not 1 <= t <= teacher_layers for t in mapping):
+            raise ValueError(f"layer map {mapping}: needs one teacher layer in 1..{teacher_layers} for each of the "
+                             f"student's {student_layers} layers")
         self.pairs = list(zip(range(1, student_layers + 1), mapping))
         if layers == "last":
             self.pairs = self.pairs[-1:]

@@ -59,7 +59,7 @@ CONFIG = FitMlmHeadConfig
 
 
 def _load(cfg: FitMlmHeadConfig):
-    inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,))
+    inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,), stage="fit-mlm-head")
     torch.manual_seed(cfg.seed)  # the new head is drawn from the seed: two runs fit the same head
     return load_model(cfg.teacher_model, "--teacher_model", MASKED_LM, new_head=True, need_fp32=True)
 

@@ -88,7 +88,8 @@ def layer_losses(student, teacher_hidden: tuple[torch.Tensor, ...], attention_ma
 def run(cfg: RecoverConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     check_values(cfg)
-    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,), need_fp32=True)
+    teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,), need_fp32=True,
+                                      stage="recover")
     # A task student is loaded with its head, which stays untouched and is saved with it.
     _, student_config, _ = inspect_model(cfg.student_model, "--student_model", kinds=(TUCKER,))
     model, student_dir = load_model(cfg.student_model, "--student_model",

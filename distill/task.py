@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from modeling.formats import DENSE, TUCKER, is_task_model, kind_of
+from modeling.families import family_of
+from modeling.formats import DENSE, PRUNED, TEACHER_LAYERS_KEY, TUCKER, encoder_of, is_task_model, kind_of
 from stagekit.errors import InputError
 from stagekit.model_paths import read_config_dict, shared_vocab
 from stagekit.options import above, at_least, option
@@ -26,19 +27,22 @@ from stagekit.options import above, at_least, option
 from .losses import DistillationLoss
 from .task_run import TaskRun, TaskTrainingConfig
 from .task_training import IntermediateObjective, Phase, PredictionObjective, model_inputs
-from .teacher import ScoringTeacher
+from .teacher import ScoringEncoder, ScoringTeacher
 
 
 @dataclasses.dataclass(kw_only=True)
 class TaskDistillConfig(TaskTrainingConfig):
-    teacher_model: str = option(help="dense BERT fine-tuned on the task (xcompress finetune)")
-    student_model: str = option(help="TD directory (general distillation, or a phase-1 output)")
+    teacher_model: str = option(help="dense model of any family fine-tuned on the task (xcompress finetune)")
+    student_model: str = option(help="TD directory (general distillation, or a phase-1 output), or a dense student "
+                                "of the teacher's family (xcompress dense-student)")
     aug_train: bool = option(False, help="train on train_aug.tsv (xcompress augment)")
     pred_distill: bool = option(False, help="phase 2 only: distil predictions")
     stage: str | None = option(None, choices=["intermediate", "prediction", "both"],
                                help="which phases to run (default: intermediate, or prediction with --pred_distill)")
     temperature: float = option(1.0, check=above(0))
     loss_layers: str = option("all", choices=["all", "last"])
+    layer_map: str | None = option(None, help="teacher layer (1-based) each student layer learns from, e.g. 2,4,6 "
+                                   "(default: the teacher layers a dense student was copied from, else uniform)")
     # TinyBERT's defaults: the prediction phase's epochs and learning rate, then the intermediate phase's.
     num_train_epochs: float = option(3.0, help="epochs of the prediction phase", check=above(0))
     learning_rate: float = option(3e-5, help="learning rate of the prediction phase", check=above(0))
@@ -66,33 +70,67 @@ def run(cfg: TaskDistillConfig) -> dict[str, Any]:
     with TaskRun(cfg, "task-distill") as job:
         teacher, teacher_dir = job.load_model(cfg.teacher_model, "--teacher_model", need_task_model=True)
         if kind_of(teacher) != DENSE:
-            raise InputError(f"--teacher_model {cfg.teacher_model}: the teacher must be a dense BERT model")
+            raise InputError(f"--teacher_model {cfg.teacher_model}: the teacher must be a dense model")
         student, student_dir = job.load_model(cfg.student_model, "--student_model")
-        if "intermediate" in cfg.phases and kind_of(student) != TUCKER:
-            raise InputError(f"--student_model {cfg.student_model}: not a TD model, which the intermediate phase needs "
-                             "(make one with `xcompress decompose` and `xcompress general-distill`)")
+        if kind_of(student) != TUCKER and family_of(student) is not family_of(teacher):
+            raise InputError(f"--student_model {cfg.student_model}: a {family_of(student).name} student of a "
+                             f"{family_of(teacher).name} teacher; a dense student is of its teacher's family")
         shared_vocab(teacher_dir, student_dir)
+        mapping = _layer_map(cfg, student, teacher) if "intermediate" in cfg.phases else None
         trained = is_task_model(read_config_dict(student_dir, "--student_model"))
         job.prepare(student_dir, cfg.aug_train)
         phases = []
         for name in cfg.phases:
-            phase = (_intermediate(cfg, teacher, student) if name == "intermediate"
+            phase = (_intermediate(cfg, teacher, student, mapping) if name == "intermediate"
                      else _prediction(cfg, teacher, student, job, trained))
             phases.append(job.run_phase(phase))
         return job.finish(phases)
 
 
-def _intermediate(cfg: TaskDistillConfig, teacher, student) -> Phase:
-    # The classifier and pooler take no part in the layer-wise losses; frozen, they are not left unused.
-    student.requires_grad_(True)
-    student.classifier.requires_grad_(False)
-    if student.bert.pooler is not None:
-        student.bert.pooler.requires_grad_(False)
-    loss = DistillationLoss(student.config.num_hidden_layers, teacher.config.num_hidden_layers,
-                            student.config.hidden_size, teacher.config.hidden_size, cfg.loss_layers)
-    scorer = ScoringTeacher(teacher.bert)
+def _layer_map(cfg: TaskDistillConfig, student, teacher) -> list[int] | None:
+    """1-based teacher layer per student layer: --layer_map, else a dense student's own, else None (uniform)."""
+    depth, teacher_depth = (family_of(m).size(m.config, "num_layers") for m in (student, teacher))
+    if cfg.layer_map is not None:
+        try:
+            mapping = [int(v) for v in cfg.layer_map.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"--layer_map {cfg.layer_map}: expected teacher layer numbers separated by commas") from None
+        if len(mapping) != depth or any(not 1 <= t <= teacher_depth for t in mapping):
+            raise InputError(f"--layer_map {cfg.layer_map}: needs {depth} teacher layers (one per student layer), "
+                             f"each from 1 to {teacher_depth}")
+        return mapping
+    own = getattr(student.config, TEACHER_LAYERS_KEY, None)
+    if own is not None:
+        return [t + 1 for t in own]
+    if teacher_depth % depth:
+        raise InputError(f"--student_model {cfg.student_model}: {depth} layers against the teacher's {teacher_depth}; "
+                         "the uniform layer map needs a divisor, give --layer_map")
+    return None
+
+
+def _intermediate(cfg: TaskDistillConfig, teacher, student, mapping: list[int] | None) -> Phase:
+    # Only the encoder takes part in the layer-wise losses: the head and pooler are frozen, not left unused.
+    student.requires_grad_(False)
+    encoder = encoder_of(student)
+    encoder.requires_grad_(True)
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler.requires_grad_(False)
+    scoring = None
+    if kind_of(student) in (DENSE, PRUNED):
+        heads = family_of(student).layer_sizes(student)[0]
+        teacher_heads = family_of(teacher).size(teacher.config, "num_heads")
+        if any(h != teacher_heads for h in heads):
+            raise InputError(f"--student_model {cfg.student_model}: {heads} heads per layer against the teacher's "
+                             f"{teacher_heads}; attention scores are compared head by head (distil predictions only: "
+                             "--pred_distill)")
+        scoring = ScoringEncoder(encoder)
+    t_family, s_family = family_of(teacher), family_of(student)
+    loss = DistillationLoss(s_family.size(student.config, "num_layers"), t_family.size(teacher.config, "num_layers"),
+                            s_family.size(student.config, "hidden_size"), t_family.size(teacher.config, "hidden_size"),
+                            cfg.loss_layers, mapping)
+    scorer = ScoringTeacher(encoder_of(teacher))
     layers = loss.teacher_score_layers
-    return Phase("intermediate", IntermediateObjective(student, loss), student,
+    return Phase("intermediate", IntermediateObjective(student, loss, scoring), student,
                  lambda batch: scorer(**model_inputs(batch), score_layers=layers),
                  cfg.intermediate_epochs, cfg.intermediate_learning_rate, evaluate=False,
                  max_steps=cfg.intermediate_max_steps)

@@ -48,17 +48,23 @@ class GoldLabelObjective(nn.Module):
 
 
 class IntermediateObjective(nn.Module):
-    """Task distillation phase 1: attention scores and hidden states, as in general distillation."""
+    """Task distillation phase 1: attention scores and hidden states, as in general distillation. A TD student
+    returns its scores itself; a dense student of any family is read through `scoring` (hooks on its query and key
+    maps, as the teacher is)."""
 
-    def __init__(self, student: nn.Module, loss: DistillationLoss):
+    def __init__(self, student: nn.Module, loss: DistillationLoss, scoring: nn.Module | None = None):
         super().__init__()
-        self.student, self.loss = student, loss
+        self.student, self.loss, self.scoring = student, loss, scoring
 
     def forward(self, batch, teacher_out) -> dict[str, torch.Tensor]:
-        out = self.student(**model_inputs(batch), output_hidden_states=True,
-                           output_attention_scores=self.loss.student_score_layers)
+        if self.scoring is None:
+            out = self.student(**model_inputs(batch), output_hidden_states=True,
+                               output_attention_scores=self.loss.student_score_layers)
+            hidden, scores = out.hidden_states, out.attention_scores
+        else:
+            hidden, scores = self.scoring(**model_inputs(batch), score_layers=self.loss.student_score_layers)
         t_hidden, t_scores = teacher_out
-        return self.loss(out.hidden_states, out.attention_scores, t_hidden, t_scores, batch["attention_mask"])
+        return self.loss(hidden, scores, t_hidden, t_scores, batch["attention_mask"])
 
 
 class PredictionObjective(nn.Module):

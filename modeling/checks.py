@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# State-dict keys of the network itself (embeddings and encoder), bare or under a task model's `bert.`.
-BODY_PREFIXES = ("embeddings.", "encoder.", "bert.embeddings.", "bert.encoder.")
+# State-dict keys of the network itself (embeddings and encoder) of every family, bare or under a task model's
+# encoder attribute (`bert.`, `roberta.`, `distilbert.`, ...). This file is copied beside saved models and imports
+# nothing of xcompress.
+_BODY = ("embeddings.", "encoder.", "transformer.", "embeddings_project.")
+
+
+def is_body_key(key: str) -> bool:
+    return key.startswith(_BODY) or key.partition(".")[2].startswith(_BODY)
 # Everything else: a pooler and the task or masked-LM heads.
 HEAD_PREFIXES = ("pooler.", "bert.pooler.", "classifier.", "cls.")
 
@@ -15,7 +21,7 @@ def weight_problems(info: dict[str, Any], tolerated: tuple[str, ...] = ()) -> st
     `tolerated` prefixes (a pooler or a head drawn afresh), unexpected keys of the body, mismatched shapes."""
     problems = {
         "missing": [k for k in info["missing_keys"] if not k.startswith(tolerated)],
-        "unexpected": [k for k in info["unexpected_keys"] if k.startswith(BODY_PREFIXES)],
+        "unexpected": [k for k in info["unexpected_keys"] if is_body_key(k)],
         "mismatched": [k for k, *_ in info["mismatched_keys"]],
     }
     parts = [f"{what}: {', '.join(sorted(keys)[:3])}{' ...' if len(keys) > 3 else ''}"

@@ -1,29 +1,31 @@
 """The architectures xcompress reads, each registered once: its config class, its model classes per role, and what
 the stages may do with it.
 
-A new architecture is one entry in `ARCHITECTURES`. The int8 storage (`int8.py`) is not an architecture: it is a
-way of storing any of them, recognised by a key in config.json.
+Dense encoders come from the family table (`families.py`): every family there is a DENSE architecture here, with
+transformers' own classes. The TD and pruned formats are xcompress's. The int8 storage (`int8.py`) is not an
+architecture: it is a way of storing any of them, recognised by a key in config.json.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+import transformers
 
 from stagekit.errors import InputError
 
 from .configuration_tucker_bert import TuckerBertConfig
 from .modeling_tucker_bert import TuckerBertForMaskedLM, TuckerBertForSequenceClassification, TuckerBertModel
+from .families import CLASSIFIER, ENCODER, FAMILIES, MASKED_LM, encoder_of
 from .pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, PrunedBertModel
 
 # A config key: the word pieces kept by vocabulary pruning ({"original_size": n, "kept": k}).
 VOCABULARY_KEY = "xcompress_vocabulary"
+# A config key: the teacher layer (0-based) each layer of a dense student was copied from (xcompress dense-student).
+TEACHER_LAYERS_KEY = "xcompress_teacher_layers"
 # What an architecture is, for the stages: a dense teacher (fine-tuned, factorized, distilled from), a TD
 # student, or a structurally pruned model.
 DENSE, TUCKER, PRUNED = "dense", "tucker", "pruned"
-# Roles a model is loaded in: the bare encoder, a sequence classifier, a masked-LM.
-ENCODER, CLASSIFIER, MASKED_LM = "encoder", "classifier", "masked_lm"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +41,13 @@ class Architecture:
         return self.classes[role]
 
 
+def _dense(family) -> list[Architecture]:
+    classes = {role: getattr(transformers, name) for role, name in family.classes.items()}
+    return [Architecture(t, DENSE, classes[ENCODER].config_class, classes) for t in family.model_types]
+
+
 ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
-    Architecture("bert", DENSE, BertConfig,
-                 {ENCODER: BertModel, CLASSIFIER: BertForSequenceClassification, MASKED_LM: BertForMaskedLM}),
+    *(a for family in FAMILIES.values() for a in _dense(family)),
     Architecture(TuckerBertConfig.model_type, TUCKER, TuckerBertConfig,
                  {ENCODER: TuckerBertModel, CLASSIFIER: TuckerBertForSequenceClassification,
                   MASKED_LM: TuckerBertForMaskedLM}),
@@ -49,7 +55,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                  {ENCODER: PrunedBertModel, CLASSIFIER: PrunedBertForSequenceClassification}),
 )}
 
-KIND_NAMES = {DENSE: "a dense BERT", TUCKER: "a TD model", PRUNED: "a pruned BERT"}
+KIND_NAMES = {DENSE: "a dense encoder", TUCKER: "a TD model", PRUNED: "a pruned BERT"}
 
 
 def architecture_of(config: Any, where: str, kinds: tuple[str, ...] | None = None) -> Architecture:
@@ -76,11 +82,6 @@ def is_task_model(config: dict[str, Any]) -> bool:
 def label_count(config: dict[str, Any]) -> int:
     """Output labels of a task model's config.json (transformers writes id2label, not num_labels)."""
     return config.get("num_labels", len(config.get("id2label") or {}) or 2)
-
-
-def encoder_of(model: Any) -> Any:
-    """The encoder of a model in any role (a task or masked-LM model's `bert`, or the model itself)."""
-    return getattr(model, "bert", model)
 
 
 def kind_of(model_or_config: Any) -> str:

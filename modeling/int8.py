@@ -130,7 +130,7 @@ def _fold(model: nn.Module) -> None:
 
 def folded_maps(model: nn.Module) -> set[nn.Module]:
     """The Linear maps folded from stored factors: their weights are rebuilt at load time, not stored."""
-    if not hasattr(model.base_model.encoder, "stored_factors"):
+    if not hasattr(getattr(model.base_model, "encoder", None), "stored_factors"):  # DistilBERT has no `encoder`
         return set()
     return {part for m in model.modules() if isinstance(m, FoldedProjection) for part in (m.down, m.up)}
 

@@ -17,7 +17,8 @@ from stagekit.errors import InputError
 from stagekit.model_paths import read_config_dict, resolve_model_dir
 
 from .checks import weight_problems
-from .formats import CLASSIFIER, ENCODER, MASKED_LM, Architecture, architecture_of
+from .families import family_named, require_family
+from .formats import CLASSIFIER, DENSE, ENCODER, MASKED_LM, Architecture, architecture_of
 from .int8 import load_quantized, quantization_of
 
 # Keys a role may lack: an encoder its pooler (all-MiniLM-L6-v2 ships none), and, where the caller draws a new head
@@ -27,26 +28,37 @@ NEW_HEAD_PREFIXES = {ENCODER: (), CLASSIFIER: ("classifier.", "pooler.", "bert.p
 FP32_ONLY = "this stage needs the fp32 model it came from"
 
 
-def inspect_model(name_or_path: str, flag: str, kinds: tuple[str, ...] | None = None
+def inspect_model(name_or_path: str, flag: str, kinds: tuple[str, ...] | None = None, stage: str | None = None
                   ) -> tuple[Path, dict[str, Any], Architecture]:
-    """Directory, raw config.json and architecture of a model flag, checked before any weight is read."""
+    """Directory, raw config.json and architecture of a model flag, checked before any weight is read; with
+    `stage`, a dense model must be of a family that stage takes (families.STAGE_FAMILIES)."""
     model_dir = resolve_model_dir(name_or_path, flag)
     config = read_config_dict(model_dir, flag)
-    return model_dir, config, architecture_of(config, f"{flag} {name_or_path}", kinds)
+    arch = architecture_of(config, f"{flag} {name_or_path}", kinds)
+    if stage is not None and arch.kind == DENSE:
+        require_family(config, f"{flag} {name_or_path}", stage)
+    return model_dir, config, arch
 
 
 def load_tokenizer(model_dir: Path, flag: str):
-    """The fast WordPiece tokenizer saved with a model (vocab.txt or tokenizer.json)."""
-    from transformers import BertTokenizerFast
+    """The fast tokenizer saved with a model, whatever its kind (WordPiece, byte-level BPE, SentencePiece), through
+    AutoTokenizer; a directory with vocab.txt alone is read as WordPiece."""
+    from transformers import AutoTokenizer, BertTokenizerFast
 
-    if not any((model_dir / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
-        raise InputError(f"{flag} {model_dir}: no tokenizer (vocab.txt or tokenizer.json) beside the weights")
+    if (model_dir / "tokenizer.json").is_file():
+        try:
+            return AutoTokenizer.from_pretrained(str(model_dir))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{flag} {model_dir}: cannot read its tokenizer ({e.__class__.__name__}: "
+                             f"{str(e).splitlines()[0]})") from e
+    if not (model_dir / "vocab.txt").is_file():
+        raise InputError(f"{flag} {model_dir}: no tokenizer (tokenizer.json or vocab.txt) beside the weights")
     return BertTokenizerFast.from_pretrained(str(model_dir))
 
 
 def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tuple[str, ...] | None = None,
                config_updates: dict[str, Any] | None = None, new_head: bool = False,
-               need_fp32: bool = False) -> tuple[nn.Module, Path]:
+               need_fp32: bool = False, stage: str | None = None) -> tuple[nn.Module, Path]:
     """The model of a flag's value in `role` (ENCODER, CLASSIFIER, MASKED_LM), in eval mode, and its directory.
     `need_fp32`: refuse an int8 or bf16 model (the training stages: AdamW on bf16 weights loses most updates, and
     int8 modules have nothing to train)."""
@@ -55,7 +67,7 @@ def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tupl
 
     hf_logging.set_verbosity_error()  # its load report would list a new head as a problem; it is checked here
     where = f"{flag} {name_or_path}"
-    model_dir, raw, arch = inspect_model(name_or_path, flag, kinds)
+    model_dir, raw, arch = inspect_model(name_or_path, flag, kinds, stage)
     cls = arch.model_class(role, where)
     if not any((model_dir / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
         raise InputError(f"{where}: no model.safetensors in {model_dir}")
@@ -69,7 +81,9 @@ def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tupl
         model, info = cls.from_pretrained(str(model_dir), config=config, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise InputError(f"{where}: cannot load weights ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
-    tolerated = TOLERATED[role] + (NEW_HEAD_PREFIXES[role] if new_head else ())
+    family = family_named(raw.get("model_type"))
+    fresh = family.head if family is not None else NEW_HEAD_PREFIXES[role]
+    tolerated = TOLERATED[role] + (fresh if new_head else ())
     if (problem := weight_problems(info, tolerated)) is not None:
         raise InputError(f"{where}: weights missing or mismatched for {cls.__name__} ({problem})")
     if need_fp32 and (dtype := next(model.parameters()).dtype) != torch.float32:

@@ -10,11 +10,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .families import family_of
+
+NORMS = ("LayerNorm", "layer_norm")
+
+
+def encoder_stack(model: nn.Module) -> nn.Module:
+    """The module holding a model's layers (and a TD model's shared factors): BERT's `encoder`, DistilBERT's
+    `transformer`."""
+    family = family_of(model)
+    return family.encoder(model).get_submodule(family.layers.rpartition(".")[0])
+
 
 def encoder_params(model: nn.Module) -> int:
-    """Encoder parameters of a dense BERT or a TD model (or any model wrapping one as `base_model`)."""
-    base = getattr(model, "base_model", model)
-    return sum(p.numel() for name, p in base.encoder.named_parameters() if "LayerNorm" not in name)
+    """Encoder parameters of a dense model of any family or a TD model, in any role."""
+    return sum(p.numel() for name, p in encoder_stack(model).named_parameters() if not any(n in name for n in NORMS))
 
 
 # Groups of weight matrices, as unstructured pruning amounts and sparsity reports name them.
@@ -25,9 +35,9 @@ def weight_group(name: str, param: torch.Tensor) -> str | None:
     """The group of a parameter, or None for biases and LayerNorm (never pruned)."""
     if param.dim() < 2:
         return None
-    if ".embeddings." in f".{name}":
+    if ".embeddings." in f".{name}" or ".embeddings_project." in f".{name}":  # ELECTRA's projection too
         return "embeddings"
-    if name.startswith("classifier.") or ".pooler." in name:
+    if name.startswith(("classifier.", "pre_classifier.")) or ".pooler." in name:  # DistilBERT's two-layer head
         return "classifier"
     if ".factors." in name:
         return "factors"

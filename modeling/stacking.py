@@ -1,4 +1,5 @@
-"""Cut a BERT encoder's weight matrices into h x h blocks and stack them into one (n, h, h) tensor.
+"""The layout of a dense encoder's weight matrices as h x h blocks stacked into one (n, h, h) tensor
+(decompose/blocks.py cuts and stacks them).
 
 Per layer, in this order (docs/design.md): Q, K, V, O, the FFN input matrix cut into 4 row blocks
 (`ffn_in_0..3`), the FFN output matrix cut into 4 column blocks (`ffn_out_0..3`). `ops` chooses which of
@@ -6,9 +7,6 @@ them are factorized: `san_ffn` (all 12), `san` (Q, K, V, O), `ffn` (the 8 FFN bl
 nn.Linear layout (out, in), so block i acts as y = x @ W[i].T.
 """
 from __future__ import annotations
-
-import torch
-from torch import nn
 
 SAN_KINDS = ("query", "key", "value", "attn_out")
 FFN_KINDS = tuple(f"ffn_in_{j}" for j in range(4)) + tuple(f"ffn_out_{j}" for j in range(4))
@@ -27,28 +25,3 @@ def block_kinds(ops: str) -> tuple[str, ...]:
 def block_layout(num_layers: int, ops: str) -> list[tuple[int, str]]:
     """(layer, kind) of every stacked block; the list index is the block's row in the stack and in P."""
     return [(layer, kind) for layer in range(num_layers) for kind in OPS[ops]]
-
-
-def _layer_block(layer: nn.Module, kind: str, h: int) -> torch.Tensor:
-    att = layer.attention
-    if kind == "query":
-        return att.self.query.weight
-    if kind == "key":
-        return att.self.key.weight
-    if kind == "value":
-        return att.self.value.weight
-    if kind == "attn_out":
-        return att.output.dense.weight
-    j = int(kind[-1])
-    if kind.startswith("ffn_in"):
-        return layer.intermediate.dense.weight[j * h : (j + 1) * h, :]
-    return layer.output.dense.weight[:, j * h : (j + 1) * h]
-
-
-@torch.no_grad()
-def stack_encoder_blocks(bert: nn.Module, ops: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Stack the blocks of a transformers `BertModel` into W of shape (n, h, h)."""
-    h = bert.config.hidden_size
-    layers = bert.encoder.layer
-    blocks = [_layer_block(layers[i], kind, h) for i, kind in block_layout(len(layers), ops)]
-    return torch.stack([b.detach().to(dtype) for b in blocks])

@@ -13,7 +13,9 @@ from .errors import InputError
 
 EMBEDDED_TEACHER = "all-MiniLM-L6-v2"
 # The files of a model directory that make its tokenizer; stages copy them beside the weights they write.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# WordPiece keeps vocab.txt, byte-level BPE vocab.json and merges.txt, SentencePiece its .model file.
+VOCABULARY_FILES = ("vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json") + VOCABULARY_FILES
 _ALIASES = {EMBEDDED_TEACHER.lower(), f"sentence-transformers/{EMBEDDED_TEACHER}".lower()}
 
 
@@ -59,13 +61,16 @@ def read_config_dict(model_dir: Path, flag: str) -> dict[str, Any]:
 
 
 def shared_vocab(teacher_dir: Path, student_dir: Path, teacher_flag: str = "--teacher_model",
-                 student_flag: str = "--student_model") -> Path:
-    """The teacher's vocab.txt, checked against the student's: distillation needs one tokenizer for both."""
-    t_vocab = teacher_dir / "vocab.txt"
-    if not t_vocab.is_file():
-        raise InputError(f"{teacher_flag} {teacher_dir}: no vocab.txt")
-    s_vocab = student_dir / "vocab.txt"
-    if s_vocab.is_file() and s_vocab.read_bytes() != t_vocab.read_bytes():
-        raise InputError(f"{student_flag} {student_dir}: its vocab.txt differs from the teacher's; "
-                         "teacher and student must share one tokenizer")
-    return t_vocab
+                 student_flag: str = "--student_model") -> Path | None:
+    """Distillation needs one tokenizer for both: every vocabulary file the two directories both hold must be equal.
+    Returns the teacher's vocab.txt (WordPiece), or None for a byte-level BPE or SentencePiece tokenizer."""
+    present = [name for name in VOCABULARY_FILES if (teacher_dir / name).is_file()]
+    if not present and not (teacher_dir / "tokenizer.json").is_file():
+        raise InputError(f"{teacher_flag} {teacher_dir}: no tokenizer ({', '.join(VOCABULARY_FILES)} or tokenizer.json)")
+    for name in present:
+        theirs = student_dir / name
+        if theirs.is_file() and theirs.read_bytes() != (teacher_dir / name).read_bytes():
+            raise InputError(f"{student_flag} {student_dir}: its {name} differs from the teacher's; "
+                             "teacher and student must share one tokenizer")
+    vocab = teacher_dir / "vocab.txt"
+    return vocab if vocab.is_file() else None

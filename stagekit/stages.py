@@ -20,6 +20,8 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "pregenerate": Stage("pregenerate.stage", "Wikipedia dump or text -> masked-LM training epochs"),
     "decompose": Stage("decompose.stage", "dense BERT teacher -> shared-core Tucker (TD) student"),
+    "dense-student": Stage("compress.dense_student", "dense teacher -> smaller dense student of its family (fewer "
+                           "layers, narrower FFN, fewer heads), initialised from the teacher"),
     "general-distill": Stage("distill.general", "layer-wise distillation of a TD student on pre-generated data",
                              trains=True, multi_rank=True),
     "recover": Stage("distill.recover", "layer-wise recovery: each TD layer learns the teacher's layer on real text",

@@ -82,7 +82,7 @@ BAD_INPUTS = {
     "rank_layer_gt_blocks": (lambda tmp, t: ["--teacher_model", "all-MiniLM-L6-v2", "--rank_layer", "73"], "--rank_layer 73"),
     "corrupt_config": (lambda tmp, t: ["--teacher_model", str(_corrupt_config(tmp))], "cannot read config"),
     "corrupt_weights": (lambda tmp, t: ["--teacher_model", str(_corrupt_weights(tmp, t))], "cannot load weights"),
-    "td_as_teacher": (lambda tmp, t: ["--teacher_model", str(_bert_like(tmp, t, model_type="tucker_bert"))], "a TD model (tucker_bert), not a dense BERT"),
+    "td_as_teacher": (lambda tmp, t: ["--teacher_model", str(_bert_like(tmp, t, model_type="tucker_bert"))], "a TD model (tucker_bert), not a dense encoder"),
     "config_other_geometry": (lambda tmp, t: ["--teacher_model", "all-MiniLM-L6-v2", "--config",
                                               str(REPO / "models/bert-td-72-384/config.json")], "hidden_size is 768"),
 }

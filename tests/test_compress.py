@@ -252,7 +252,7 @@ def test_report_lists_every_model_with_plots(sst2_teacher, int8_teacher, glue_co
 BAD = {
     "amount_out_of_range": (["prune", "--pruning_type", "unstructured", "--amount", "1.0"], "must be in [0, 1)"),
     "too_many_heads": (["prune", "--layer_num_heads", "12,12,12,12,12,13"], "cannot keep"),
-    "rank_on_dense": (["prune", "--pruning_type", "rank", "--target_rank_dim", "64"], "rank pruning needs a TD model, not a dense BERT"),
+    "rank_on_dense": (["prune", "--pruning_type", "rank", "--target_rank_dim", "64"], "rank pruning needs a TD model, not a dense encoder"),
     "no_target": (["prune"], "give --target_num_of_heads"),
 }
 

@@ -19,7 +19,7 @@ from modeling import modeling_tucker_bert as modeling
 from modeling.dropout import keep_mask
 from modeling.params import encoder_params
 from modeling.recompute import _DroppedProbsTimesValues, gelu_linear
-from modeling.stacking import stack_encoder_blocks
+from decompose.blocks import stack_encoder_blocks
 
 
 def _td_from_teacher(teacher, rank_layer, rank_dim, ops="san_ffn"):

@@ -31,7 +31,7 @@ def test_layerwise_recovery_lowers_the_functional_error(td_student, tmp_path):
 @pytest.mark.parametrize("case", ["dense_student", "missing_data", "bad_steps"])
 def test_bad_input_is_one_line_exit_2(case, td_student, tmp_path, capsys):
     args = {"--teacher_model": "all-MiniLM-L6-v2", "--student_model": str(td_student), "--calibration_data": str(SST2)}
-    expected = {"dense_student": "--student_model all-MiniLM-L6-v2: a dense BERT (bert), not a TD model",
+    expected = {"dense_student": "--student_model all-MiniLM-L6-v2: a dense encoder (bert), not a TD model",
                 "missing_data": "--calibration_data", "bad_steps": "--max_steps 0: must be >= 1"}[case]
     extra = []
     if case == "dense_student":

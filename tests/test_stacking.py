@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from modeling.stacking import BLOCK_TYPE, OPS, block_layout, stack_encoder_blocks
+from modeling.stacking import BLOCK_TYPE, OPS, block_layout
+from decompose.blocks import stack_encoder_blocks
 
 
 @pytest.mark.parametrize("ops,per_layer", [("san_ffn", 12), ("san", 4), ("ffn", 8)])

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from decompose.tucker import SharedTucker, decompose_fast, decompose_hooi, relative_errors
-from modeling.stacking import BLOCK_TYPE, block_layout, stack_encoder_blocks
+from modeling.stacking import BLOCK_TYPE, block_layout
+from decompose.blocks import stack_encoder_blocks
 
 
 def _low_rank_stack(n=20, h=24, l=5, d=6, seed=0):

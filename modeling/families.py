@@ -1,0 +1,214 @@
+"""Where each encoder family keeps its parts: one table of data, one lookup over it.
+
+Every stage that reaches inside a dense encoder asks this table instead of writing a module path of its own
+(TextPruner's habit, with one getter instead of one per family). A family is its model types, the attribute a task
+or masked-LM model keeps its encoder under, where the layers are, where each layer keeps its Q, K, V, attention
+output, FFN maps and layer norms, what its config calls the common sizes, and its model classes per role.
+
+    fam = family_of(model)               # or of a config / config.json dict
+    fam.linear(layer, "query")           # the nn.Linear of one layer's query map
+    fam.size(config, "num_layers")       # 6 for all-MiniLM-L6-v2 (`num_hidden_layers`), `n_layers` for DistilBERT
+
+Adding a family is one entry in FAMILIES plus its tests (tests/test_families.py builds a transplant of the
+embedded teacher into each layout and checks the maps end to end).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from stagekit.errors import InputError
+
+# Per-layer parts every family has, in the order the docs' table lists them.
+PARTS = ("query", "key", "value", "attn_out", "attn_norm", "ffn_in", "ffn_out", "ffn_norm")
+# Sizes every family has, under the names the stages use.
+SIZES = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size")
+# Roles a model is loaded in (formats.py re-exports them).
+ENCODER, CLASSIFIER, MASKED_LM = "encoder", "classifier", "masked_lm"
+
+_BERT_PARTS = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+               "attn_out": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
+               "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "ffn_norm": "output.LayerNorm"}
+_BERT_SIZES = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+               "intermediate_size": "intermediate_size", "vocab_size": "vocab_size"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    base: str  # attribute holding the encoder in task and masked-LM models (transformers' base_model_prefix)
+    layers: str  # the layer list, from the encoder
+    parts: dict[str, str]  # PARTS -> module path inside one layer
+    sizes: dict[str, str]  # SIZES -> config attribute
+    classes: dict[str, str]  # role -> transformers class name
+    inputs: tuple[str, ...]  # what its forward takes (DistilBERT: no token types)
+    head: tuple[str, ...]  # state-dict prefixes of a task model's head (a fresh head may lack them)
+    pooler: bool  # the encoder has a pooler (BERT's tanh layer over [CLS])
+    position_offset: int = 0  # RoBERTa numbers positions from padding_idx + 1
+    embedding_projection: str | None = None  # ELECTRA projects small embeddings up to the hidden width
+
+    def model_class(self, role: str, where: str) -> type:
+        import transformers
+
+        if role not in self.classes:
+            raise InputError(f"{where}: a {self.name} model cannot be loaded as a {role.replace('_', '-')} model")
+        return getattr(transformers, self.classes[role])
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        """The bare encoder of a model in any role (a task model's `roberta`, or the model itself)."""
+        return getattr(model, self.base, model)
+
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        return self.encoder(model).get_submodule(self.layers)
+
+    def part(self, layer: nn.Module, part: str) -> nn.Module:
+        return layer.get_submodule(self.parts[part])
+
+    def linear(self, layer: nn.Module, part: str) -> nn.Linear:
+        return self.part(layer, part)
+
+    def set_part(self, layer: nn.Module, part: str, module: nn.Module) -> None:
+        parent, _, name = self.parts[part].rpartition(".")
+        setattr(layer.get_submodule(parent) if parent else layer, name, module)
+
+    def size(self, config: Any, name: str) -> int:
+        key = self.sizes[name]
+        return config[key] if isinstance(config, dict) else getattr(config, key)
+
+    def size_updates(self, **sizes: int) -> dict[str, int]:
+        """Config keys for common sizes: `size_updates(num_layers=3)` is {"n_layers": 3} for DistilBERT."""
+        return {self.sizes[k]: v for k, v in sizes.items()}
+
+    def layer_sizes(self, model: nn.Module) -> tuple[list[int], list[int]]:
+        """Heads and FFN neurons in each layer (a pruned or narrowed model has fewer than its config's counts)."""
+        head = self.size(model.config, "hidden_size") // self.size(model.config, "num_heads")
+        layers = self.layer_list(model)
+        return ([self.linear(l, "query").out_features // head for l in layers],
+                [self.linear(l, "ffn_in").out_features for l in layers])
+
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The entries of a batch this family's forward takes (labels pass through)."""
+        return {k: v for k, v in batch.items() if k in self.inputs or k == "labels"}
+
+
+_ENCODER_CLASSES = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert",
+                    "electra": "Electra"}
+
+
+def _classes(prefix: str, encoder: str = "Model") -> dict[str, str]:
+    return {ENCODER: f"{prefix}{encoder}", CLASSIFIER: f"{prefix}ForSequenceClassification",
+            MASKED_LM: f"{prefix}ForMaskedLM"}
+
+
+# Families whose teachers decompose into TD students (the TD model carries BERT's embeddings, pooler and head).
+TD_FAMILIES = ("bert",)
+# Families whose models keep per-layer head and FFN sizes after structured pruning (`pruned_bert`).
+STRUCTURED_FAMILIES = ("bert",)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("bert", ("bert",), "bert", "encoder.layer", _BERT_PARTS, _BERT_SIZES, _classes("Bert"),
+           ("input_ids", "attention_mask", "token_type_ids"), ("classifier.", "pooler.", "bert.pooler.", "cls."),
+           pooler=True),
+    Family("roberta", ("roberta",), "roberta", "encoder.layer", _BERT_PARTS, _BERT_SIZES, _classes("Roberta"),
+           ("input_ids", "attention_mask", "token_type_ids"), ("classifier.", "lm_head.", "roberta.pooler."),
+           pooler=False, position_offset=2),
+    Family("xlm-roberta", ("xlm-roberta",), "roberta", "encoder.layer", _BERT_PARTS, _BERT_SIZES,
+           _classes("XLMRoberta"), ("input_ids", "attention_mask", "token_type_ids"),
+           ("classifier.", "lm_head.", "roberta.pooler."), pooler=False, position_offset=2),
+    Family("distilbert", ("distilbert",), "distilbert", "transformer.layer",
+           {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
+            "attn_out": "attention.out_lin", "attn_norm": "sa_layer_norm", "ffn_in": "ffn.lin1",
+            "ffn_out": "ffn.lin2", "ffn_norm": "output_layer_norm"},
+           {"hidden_size": "dim", "num_layers": "n_layers", "num_heads": "n_heads", "intermediate_size": "hidden_dim",
+            "vocab_size": "vocab_size"},
+           _classes("DistilBert"), ("input_ids", "attention_mask"),
+           ("pre_classifier.", "classifier.", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
+           pooler=False),
+    Family("electra", ("electra",), "electra", "encoder.layer", _BERT_PARTS, _BERT_SIZES, _classes("Electra"),
+           ("input_ids", "attention_mask", "token_type_ids"), ("classifier.", "generator_"),
+           pooler=False, embedding_projection="embeddings_project"),
+)}
+_BY_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
+DENSE_MODEL_TYPES = tuple(_BY_TYPE)
+
+
+ALL_FAMILIES = tuple(FAMILIES)
+# The families each stage takes: the stages that are narrower refuse the others through `require_family` with this
+# table, and docs/families.md is generated from it (`python -m modeling.families`).
+STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "decompose": TD_FAMILIES, "recover": TD_FAMILIES, "general-distill": TD_FAMILIES,
+    "fit-mlm-head": ("bert",), "augment": ("bert",),
+    "dense-student": ALL_FAMILIES, "finetune": ALL_FAMILIES, "task-distill": ALL_FAMILIES,
+    "evaluate": ALL_FAMILIES, "prune --pruning_type structured": STRUCTURED_FAMILIES,
+    "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary (WordPiece)": ALL_FAMILIES,
+    "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
+}
+WHY_NOT = {
+    "decompose": "TD students keep BERT's embeddings and head",
+    "recover": "it trains TD students, which keep BERT's embeddings and head",
+    "general-distill": "it trains TD students, which keep BERT's embeddings and head",
+    "fit-mlm-head": "its masked-LM head is BERT's", "augment": "its masked-LM head is BERT's",
+}
+
+
+def require_family(config: Any, where: str, stage: str) -> Family:
+    """The family of a dense model's config, refused with one line when `stage` does not take it."""
+    family = family_of(config, where)
+    if family.name not in STAGE_FAMILIES[stage]:
+        raise InputError(f"{where}: a {family.name} model; {stage} takes {', '.join(STAGE_FAMILIES[stage])} models "
+                         f"({WHY_NOT.get(stage, 'see docs/families.md')})")
+    return family
+
+
+def support_table() -> str:
+    """docs/families.md's table: which stage takes which family."""
+    names = list(FAMILIES)
+    rows = ["| stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for stage, families in STAGE_FAMILIES.items():
+        rows.append(f"| {stage} | " + " | ".join("yes" if n in families else "-" for n in names) + " |")
+    return "\n".join(rows)
+
+
+def family_named(model_type: str) -> Family | None:
+    return _BY_TYPE.get(model_type)
+
+
+def family_of(model_or_config: Any, where: str = "model") -> Family:
+    """The family of a dense model, its config or its config.json dict; TD and pruned models are BERT's."""
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = config.get("model_type") if isinstance(config, dict) else config.model_type
+    fam = _BY_TYPE.get(model_type) or (FAMILIES["bert"] if model_type in ("tucker_bert", "pruned_bert") else None)
+    if fam is None:
+        raise InputError(f"{where}: model_type is {model_type!r}, not an encoder family xcompress reads "
+                         f"({', '.join(DENSE_MODEL_TYPES)})")
+    return fam
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The encoder of a model of any family in any role."""
+    return family_of(model).encoder(model)
+
+
+def layers_of(model: nn.Module) -> nn.ModuleList:
+    return family_of(model).layer_list(model)
+
+
+TABLE_BEGIN, TABLE_END = "<!-- families: generated by `python -m modeling.families` -->", "<!-- /families -->"
+
+
+def families_page(text: str) -> str:
+    """docs/families.md's text with its table regenerated."""
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_BEGIN}\n{support_table()}\n{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "families.md"
+    page.write_text(families_page(page.read_text()))

@@ -1,0 +1,216 @@
+"""The family table end to end: the embedded teacher transplanted into RoBERTa, DistilBERT and ELECTRA layouts
+(tests/transplants.py) computes the same function, so every map of the table is checked by comparing a stage's
+result on a transplant with its result on the BERT original. Dense students of every family; published configs of
+each family build models the stages accept."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from decompose.blocks import stack_encoder_blocks
+from distill.teacher import ScoringTeacher
+from modeling.families import FAMILIES, family_of
+from modeling.loading import load_tokenizer
+from modeling.params import encoder_params
+from tests.conftest import FAST, run_cli
+from tests.transplants import transplant
+
+SENTENCES = ["a gripping , funny and beautifully acted film .", "it 's a mess , and not a funny one .",
+             "the performances are uniformly strong ."]
+PAIRS = ["the film is good .", "nobody liked it ."]
+
+
+@pytest.fixture(scope="module")
+def transplants(tmp_path_factory, teacher_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("transplants")
+    return {family: transplant(teacher_dir, family, root / family) for family in ("roberta", "distilbert", "electra")}
+
+
+def _batch(teacher_dir: Path, pairs: bool) -> dict[str, torch.Tensor]:
+    tok = load_tokenizer(teacher_dir, "--model")
+    return dict(tok(SENTENCES[:2], PAIRS if pairs else None, padding=True, return_tensors="pt"))
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra"])
+def test_transplant_is_the_same_function(transplants, teacher_dir, teacher, family):
+    """Encoder outputs equal the BERT teacher's within 1e-5 on real sentences (pairs too, but for DistilBERT, which
+    has no token types)."""
+    model = AutoModel.from_pretrained(str(transplants[family])).eval()
+    for pairs in (False, True) if family != "distilbert" else (False,):
+        batch = _batch(teacher_dir, pairs)
+        mask = batch["attention_mask"].bool()
+        with torch.no_grad():
+            ref = teacher(**batch).last_hidden_state
+            out = model(**family_of(model).model_inputs(batch)).last_hidden_state
+        assert (ref - out)[mask].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra"])
+def test_the_table_finds_the_same_maps(transplants, teacher_dir, teacher, family):
+    """Stacked blocks, attention scores and hidden states read through the table are BERT's, exactly."""
+    model = AutoModel.from_pretrained(str(transplants[family])).eval()
+    assert family_of(model).name == family
+    assert torch.equal(stack_encoder_blocks(model, "san_ffn"), stack_encoder_blocks(teacher, "san_ffn"))
+    batch = _batch(teacher_dir, False)
+    ref_hidden, ref_scores = ScoringTeacher(teacher)(**batch)
+    hidden, scores = ScoringTeacher(model)(**batch)
+    mask = batch["attention_mask"].bool()
+    pairs = (mask[:, None, :, None] & mask[:, None, None, :]).expand_as(ref_scores[0])
+    for r, s in zip(ref_scores, scores):
+        assert (r - s)[pairs].abs().max() < 1e-4
+    for r, s in zip(ref_hidden[1:], hidden[1:]):
+        assert (r - s)[mask].abs().max() < 1e-5
+    assert encoder_params(model) == encoder_params(teacher)
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra"])
+def test_dense_students_of_every_family(transplants, teacher_dir, tmp_path, family):
+    """`xcompress dense-student` on a transplant gives the same student as on BERT: same layers kept, same FFN
+    neurons chosen (l1), same outputs; the directory loads in plain transformers as its own family."""
+    args = ["--layer_stride", "2", "--intermediate_size", "768", "--quiet"]
+    for name, source in (("bert", teacher_dir), (family, transplants[family])):
+        r = run_cli("dense-student", "--teacher_model", str(source), "--output_dir", str(tmp_path / name), *args)
+        assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / family / "dense_student_summary.json").read_text())
+    assert summary["teacher_layers"] == [1, 3, 5] and summary["ffn_per_layer"] == [768] * 3
+    assert json.loads((tmp_path / family / "config.json").read_text())["model_type"] == family
+    ref, student = (AutoModel.from_pretrained(str(tmp_path / n)).eval() for n in ("bert", family))
+    assert family_of(student).size(student.config, "num_layers") == 3
+    assert encoder_params(student) == encoder_params(ref) == summary["encoder_params"]
+    batch = _batch(teacher_dir, False)
+    with torch.no_grad():
+        a = ref(**batch).last_hidden_state
+        b = student(**family_of(student).model_inputs(batch)).last_hidden_state
+    assert (a - b)[batch["attention_mask"].bool()].abs().max() < 1e-5
+
+
+def test_roberta_task_model_scores_as_its_bert_original(sst2_teacher, glue_copy, tmp_path):
+    """A fine-tuned teacher moved to RoBERTa's layout (its head included) scores the same on SST-2 dev."""
+    roberta = transplant(sst2_teacher, "roberta", tmp_path / "roberta")
+    scores = []
+    for model in (sst2_teacher, roberta):
+        r = run_cli("evaluate", "--model", str(model), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                    "--output_dir", str(tmp_path / model.name), "--max_seq_length", "64")
+        assert r.returncode == 0, r.stderr
+        scores.append(json.loads((tmp_path / model.name / "eval_results_SST-2.json").read_text()))
+    assert scores[0]["dev"]["dev"]["score"] == pytest.approx(scores[1]["dev"]["dev"]["score"], abs=1e-9)
+
+
+def test_dense_student_distils_layer_by_layer(sst2_teacher, glue_copy, tmp_path):
+    """A 3-layer dense student of the SST-2 teacher: both phases of task distillation, its hidden states and
+    attention scores read through the table, the layer map following the teacher layers it was copied from."""
+    student = tmp_path / "dense"
+    r = run_cli("dense-student", "--teacher_model", str(sst2_teacher), "--keep_layers", "0,2,4",
+                "--intermediate_size", "1024", "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                "--importance_examples", "64", "--output_dir", str(student), *FAST)
+    assert r.returncode == 0, r.stderr
+    start = json.loads((student / "dense_student_summary.json").read_text())
+    assert start["importance"] == "taylor" and start["dev_before_distillation"]["score"] > 0.5
+    out = tmp_path / "distilled"
+    r = run_cli("task-distill", "--teacher_model", str(sst2_teacher), "--student_model", str(student),
+                "--task_name", "SST-2", "--data_dir", str(glue_copy), "--stage", "both", "--intermediate_max_steps",
+                "12", "--max_steps", "12", "--max_train_examples", "384", "--eval_step", "12",
+                "--output_dir", str(out), *FAST)
+    assert r.returncode == 0, r.stderr
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    intermediate = [e["loss"] for e in log if e.get("phase") == "intermediate" and "loss" in e]
+    assert len(intermediate) >= 2 and intermediate[-1] < intermediate[0]
+    summary = json.loads((out / "task_distill_summary.json").read_text())
+    assert summary["dev"]["dev"]["score"] > 0.5
+    assert AutoConfig.from_pretrained(str(out)).num_hidden_layers == 3
+
+
+@pytest.mark.parametrize("case", ["decompose_roberta", "gpt2", "layer_out_of_range", "heads_roberta", "layer_map"])
+def test_bad_family_input_is_one_line(case, transplants, sst2_teacher, glue_copy, tmp_path):
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    out = tmp_path / "out"
+    args, expected = {
+        "decompose_roberta": (["decompose", "--teacher_model", str(transplants["roberta"]), "--rank_layer", "8",
+                               "--rank_dim", "32"], "a roberta model; decompose takes bert models (TD students keep BERT's embeddings and head)"),
+        "gpt2": (["dense-student", "--teacher_model", str(gpt2), "--layer_stride", "2"],
+                 "model_type is 'gpt2', not one xcompress reads"),
+        "layer_out_of_range": (["dense-student", "--teacher_model", str(transplants["distilbert"]), "--keep_layers",
+                                "0,6"], "--keep_layers 0,6: each teacher layer at most once, from 0 to 5"),
+        "heads_roberta": (["dense-student", "--teacher_model", str(transplants["roberta"]), "--num_attention_heads",
+                           "6"], "fewer heads are stored for bert teachers only, not roberta"),
+        "layer_map": (["task-distill", "--teacher_model", str(sst2_teacher), "--student_model", str(sst2_teacher),
+                       "--task_name", "SST-2", "--data_dir", str(glue_copy), "--stage", "intermediate",
+                       "--layer_map", "1,2,3,4,5,7"], "--layer_map 1,2,3,4,5,7: needs 6 teacher layers"),
+    }[case]
+    r = run_cli(*args, "--output_dir", str(out))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], r.stderr
+    assert not out.exists()
+
+
+# The published config.json values of each family's common checkpoints (hub files, copied here: nothing is fetched).
+PUBLISHED = {
+    "roberta-large": {"model_type": "roberta", "vocab_size": 50265, "hidden_size": 1024, "num_hidden_layers": 24,
+                      "num_attention_heads": 16, "intermediate_size": 4096, "max_position_embeddings": 514,
+                      "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+                      "layer_norm_eps": 1e-05},
+    "xlm-roberta-base": {"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 768,
+                         "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+                         "max_position_embeddings": 514, "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0,
+                         "eos_token_id": 2, "layer_norm_eps": 1e-05},
+    "distilbert-base-uncased": {"model_type": "distilbert", "vocab_size": 30522, "dim": 768, "n_layers": 6,
+                                "n_heads": 12, "hidden_dim": 3072, "max_position_embeddings": 512,
+                                "activation": "gelu", "pad_token_id": 0},
+    "electra-small-discriminator": {"model_type": "electra", "vocab_size": 30522, "embedding_size": 128,
+                                    "hidden_size": 256, "num_hidden_layers": 12, "num_attention_heads": 4,
+                                    "intermediate_size": 1024, "max_position_embeddings": 512, "type_vocab_size": 2,
+                                    "pad_token_id": 0},
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("roberta-large", "xlm-roberta-base")
+                                  else n for n in PUBLISHED])
+def test_published_configs_build_models_the_table_reads(name, teacher_dir, tmp_path):
+    """A randomly initialised model of each published config: the table finds every layer's maps at the config's
+    sizes, and dense-student halves its depth (ELECTRA's embedding projection included)."""
+    raw = dict(PUBLISHED[name])
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    family = family_of(model)
+    depth, width = family.size(config, "num_layers"), family.size(config, "hidden_size")
+    layers = family.layer_list(model)
+    assert len(layers) == depth
+    assert all(family.linear(layer, part).weight.shape[0] == width
+               for layer in layers for part in ("query", "key", "value", "attn_out", "ffn_out"))
+    assert family.layer_sizes(model) == ([family.size(config, "num_heads")] * depth,
+                                         [family.size(config, "intermediate_size")] * depth)
+    if family.embedding_projection:
+        assert getattr(model, family.embedding_projection).out_features == width
+    source = tmp_path / name
+    model.save_pretrained(source)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        (source / f).write_bytes((teacher_dir / f).read_bytes())
+    r = run_cli("dense-student", "--teacher_model", str(source), "--layer_stride", "2", "--output_dir",
+                str(tmp_path / "student"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    student = AutoModel.from_pretrained(str(tmp_path / "student"))
+    assert family_of(student).size(student.config, "num_layers") == depth // 2
+
+
+def test_every_family_is_registered_with_its_classes():
+    for family in FAMILIES.values():
+        for model_type in family.model_types:
+            for role in family.classes:
+                cls = family.model_class(role, "test")
+                assert cls.config_class.model_type == model_type
+
+
+def test_the_families_page_is_generated_from_the_table():
+    from modeling.families import families_page
+    from tests.conftest import REPO
+
+    page = REPO / "docs/families.md"
+    assert families_page(page.read_text()) == page.read_text(), "docs/families.md is stale (run `make docs`)"
