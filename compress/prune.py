@@ -38,8 +38,8 @@ from modeling.loading import load_tokenizer
 from modeling.params import GROUPS
 from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError
-from stagekit.model_paths import TOKENIZER_FILES
 from stagekit.options import option
+from stagekit.outputs import tokenizer_files as tokenizer_files_of
 
 from .measure import parameter_counts, size_on_disk
 from .prune_unstructured import compressed_size, sparsity
@@ -297,7 +297,7 @@ def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, t
         if steps > 1:  # cumulative sparsity 1-(1-a)^(k/n): equal fractions of what is left at each step
             step = dataclasses.replace(pruning, amounts={g: 1 - (1 - a) ** (k / steps) for g, a in pruning.amounts.items()})
         info = prune_(model, step, _batches(importance, cfg) if importance is not None else None)
-        tokenizer_files = [source / f for f in TOKENIZER_FILES if (source / f).is_file()]
+        tokenizer_files = tokenizer_files_of(source)
         save_model_dir(model, work / "pruned", tokenizer_files)
         if cfg.num_train_epochs > 0 or cfg.max_steps:
             metrics = _recover(cfg, work / "pruned", work / "recovery", task.name,

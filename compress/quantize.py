@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,11 @@ from distill.task_data import load_features
 from modeling.formats import CLASSIFIER
 from modeling.int8 import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
 from modeling.loading import load_model, load_tokenizer
-from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
+from stagekit.atomic import atomic_output_dir, check_output_dir
 from stagekit.errors import InputError
-from stagekit.model_paths import TOKENIZER_FILES, read_config_dict, resolve_model_dir
+from stagekit.model_paths import read_config_dict, resolve_model_dir
 from stagekit.options import option
+from stagekit.outputs import copy_tokenizer, finish_stage
 
 from .measure import MeasurementSettings, cpu_has_bf16, cpu_latency, parameter_counts, size_on_disk
 
@@ -86,7 +86,7 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
     rows = [fp32]
     with atomic_output_dir(out) as tmp:
         save_quantized(int8_model, tmp)
-        _copy_tokenizer(model_dir, tmp)
+        copy_tokenizer(model_dir, tmp)
         rows.append({"backend": "pytorch int8", **_measure(int8_model, tmp, cfg, task, dev)})
         onnx = _onnx(model, int8_model, tmp / "onnx", cfg, task, dev) if cfg.onnx else None
         if onnx is not None:
@@ -97,22 +97,15 @@ def run(cfg: QuantizeConfig) -> dict[str, Any]:
         summary = {"model": str(model_dir), "output_dir": str(out), "task": task.name if task else None,
                    "model_type": model.config.model_type, "rows": rows, "onnx": onnx, "bf16": bf16,
                    "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
-        write_json(tmp / "quantize_config.json", dataclasses.asdict(cfg))
-        write_json(tmp / "quantize_summary.json", summary)
+        finish_stage(tmp, "quantize", cfg, summary)
     return summary
-
-
-def _copy_tokenizer(source: Path, target: Path) -> None:
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
 
 
 def _bf16(model, model_dir: Path, directory: Path, cfg: QuantizeConfig, task, dev) -> dict[str, Any]:
     """The bfloat16 copy of `model`, saved, measured and compared with the fp32 model on the check batches."""
     half = copy.deepcopy(model).to(torch.bfloat16).eval()
     half.save_pretrained(directory)
-    _copy_tokenizer(model_dir, directory)
+    copy_tokenizer(model_dir, directory)
     batches = _check_batches(dev, model.config.vocab_size)
     with torch.inference_mode():
         reference = np.concatenate([model(**b).logits.numpy() for b in batches])

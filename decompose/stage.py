@@ -12,7 +12,6 @@ Writes a Hugging Face directory (config.json, model.safetensors, tokenizer files
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,11 @@ from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, architecture_of
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.params import encoder_params
 from modeling.stacking import BLOCK_TYPE, OPS, block_layout
-from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
+from stagekit.atomic import atomic_output_dir, check_output_dir
 from stagekit.errors import InputError
-from stagekit.model_paths import TOKENIZER_FILES, read_config_dict
+from stagekit.model_paths import read_config_dict
 from stagekit.options import at_least, check_values, option
+from stagekit.outputs import finish_stage
 
 from .blocks import stack_encoder_blocks
 from .calibration import block_inputs, hidden_state_errors, hold_out, read_sequences
@@ -158,10 +158,6 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
                                           "teacher_dir": str(teacher_dir)}
     with atomic_output_dir(out) as tmp:
         student.save_pretrained(tmp)
-        for name in TOKENIZER_FILES:
-            if (teacher_dir / name).is_file():
-                shutil.copy2(teacher_dir / name, tmp / name)
-        write_json(tmp / "decompose_config.json", resolved)
         summary = {
             "teacher_model": cfg.teacher_model,
             "task_model": role == CLASSIFIER,
@@ -179,7 +175,7 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
             "size_on_disk_bytes": (tmp / "model.safetensors").stat().st_size,
             "config": resolved,
         }
-        write_json(tmp / "decompose_summary.json", summary)
+        finish_stage(tmp, "decompose", resolved, summary, tokenizer_from=teacher_dir)
     return summary
 
 

@@ -29,8 +29,9 @@ from modeling.loading import inspect_model, load_model
 from stagekit.allocator import in_use as allocator_in_use
 from stagekit.atomic import write_json
 from stagekit.errors import InputError
-from stagekit.model_paths import TOKENIZER_FILES, resolve_model_dir, shared_vocab
+from stagekit.model_paths import resolve_model_dir, shared_vocab
 from stagekit.options import above, at_least, between, option
+from stagekit.outputs import tokenizer_files
 
 from .checkpoint import checkpoint_dirs, load_training_state, parameter_checksum, publish_model, save_checkpoint
 from .data import PregeneratedEpochs, read_vocab_ids
@@ -209,7 +210,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
         write_json(out / "general_distill_config.json", dataclasses.asdict(cfg) | {"world_size": dist.world_size,
                                                                                    "backend": dist.backend})
     log = open(out / "log.jsonl", "a") if dist.is_main else None
-    tok_files = [teacher_dir / f for f in TOKENIZER_FILES if (teacher_dir / f).is_file()]
+    tok_files = tokenizer_files(teacher_dir)
     timing = {"data": 0.0, "teacher_forward": 0.0, "student_forward_backward": 0.0, "optimizer_and_sync": 0.0}
     bar = tqdm(total=total, initial=start_step, desc="general distillation", unit="step",
                disable=not dist.is_main or cfg.quiet)

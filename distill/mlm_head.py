@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from modeling.formats import DENSE, MASKED_LM
 from modeling.loading import inspect_model, load_model
-from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
+from stagekit.atomic import atomic_output_dir, check_output_dir
 from stagekit.errors import InputError
-from stagekit.model_paths import TOKENIZER_FILES
 from stagekit.options import above, at_least, between, option
+from stagekit.outputs import finish_stage, tokenizer_files
 
 from .checkpoint import write_model_files
 from .data import PregeneratedEpochs, rank_permutation, read_vocab_ids
@@ -164,10 +164,9 @@ def run(cfg: FitMlmHeadConfig) -> dict[str, Any]:
                "held_out_before": before, "held_out_after": after, "encode_seconds": encode_seconds,
                "seconds": time.perf_counter() - started, "output_dir": str(out), "config": dataclasses.asdict(cfg)}
     with atomic_output_dir(out) as tmp:
-        write_model_files(model, tmp, [model_dir / f for f in TOKENIZER_FILES if (model_dir / f).is_file()])
+        write_model_files(model, tmp, tokenizer_files(model_dir))
         (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log_rows))
-        write_json(tmp / "fit_mlm_head_config.json", dataclasses.asdict(cfg))
-        write_json(tmp / "fit_mlm_head_summary.json", summary)
+        finish_stage(tmp, "fit-mlm-head", cfg, summary)
     return summary
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import shutil
 import time
 from typing import Any
 
@@ -25,9 +24,10 @@ from decompose.calibration import batches, hidden_state_errors, hold_out, read_s
 from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, encoder_of, is_task_model
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.modeling_tucker_bert import additive_attention_mask
-from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
-from stagekit.model_paths import TOKENIZER_FILES, shared_vocab
+from stagekit.atomic import atomic_output_dir, check_output_dir
+from stagekit.model_paths import shared_vocab
 from stagekit.options import above, at_least, between, check_values, option
+from stagekit.outputs import finish_stage
 
 from .loop import optimizer_for, optimizer_step
 
@@ -149,11 +149,7 @@ def run(cfg: RecoverConfig) -> dict[str, Any]:
                "output_dir": str(out), "config": dataclasses.asdict(cfg)}
     with atomic_output_dir(out) as tmp:
         model.save_pretrained(tmp)
-        for name in TOKENIZER_FILES:
-            if (student_dir / name).is_file():
-                shutil.copy2(student_dir / name, tmp / name)
-        write_json(tmp / "recover_config.json", dataclasses.asdict(cfg))
-        write_json(tmp / "recover_summary.json", summary)
+        finish_stage(tmp, "recover", cfg, summary, tokenizer_from=student_dir)
     return summary
 
 

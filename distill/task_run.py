@@ -16,8 +16,8 @@ from corpora.glue import dev_files, get_task, task_dir, train_file
 from modeling.loading import load_tokenizer
 from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError
-from stagekit.model_paths import TOKENIZER_FILES
 from stagekit.options import above, at_least, between, option
+from stagekit.outputs import tokenizer_files
 
 from .checkpoint import publish_model
 from .classifier import dev_evaluation, load_classifier
@@ -95,7 +95,7 @@ class TaskRun:
         """Read and check the data with the model's tokenizer; only then create the output directory."""
         cfg = self.cfg
         self.tokenizer = load_tokenizer(model_dir, "--model")
-        self.tokenizer_files = [model_dir / f for f in TOKENIZER_FILES if (model_dir / f).is_file()]
+        self.tokenizer_files = tokenizer_files(model_dir)
         path = train_file(self.task, cfg.data_dir, aug)
         if aug and not path.is_file():
             raise InputError(f"--aug_train: no {path} (make it with `xcompress augment`)")

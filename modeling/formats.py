@@ -16,7 +16,7 @@ from stagekit.errors import InputError
 
 from .configuration_tucker_bert import TuckerBertConfig
 from .modeling_tucker_bert import TuckerBertForMaskedLM, TuckerBertForSequenceClassification, TuckerBertModel
-from .families import CLASSIFIER, ENCODER, FAMILIES, MASKED_LM, encoder_of
+from .families import CLASSIFIER, ENCODER, FAMILIES, MASKED_LM, encoder_of  # noqa: F401  (roles and encoder_of: re-exported)
 from .pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, PrunedBertModel
 
 # A config key: the word pieces kept by vocabulary pruning ({"original_size": n, "kept": k}).

@@ -10,7 +10,9 @@ operating-system error (no space, permission denied), one line and exit status 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -53,7 +55,11 @@ def build_parser(stage: str | None = None) -> FlagParser:
     for name, facts in STAGES.items():
         p = sub.add_parser(name, help=facts.help)
         if name == stage:
-            add_config_arguments(p, stage_module(name).CONFIG)
+            config = stage_module(name).CONFIG
+            add_config_arguments(p, config)
+            if "quiet" not in {f.name for f in dataclasses.fields(config)}:
+                # every stage takes --quiet: one without a flag of its own silences the progress bars it shows
+                p.add_argument("--quiet", action="store_true", help="no progress bars")
             # `python -m torch.distributed.launch` passes --local-rank to every process; the shim reads
             # LOCAL_RANK from the environment, which that launcher sets too.
             p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
@@ -70,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # only the main thread may set a handler
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cfg = None
+    if "quiet" not in {f.name for f in dataclasses.fields(module.CONFIG)} and vars(args).pop("quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar it makes, transformers' included
     try:
         cfg = config_from_namespace(module.CONFIG, args)
         summary = module.run(cfg)

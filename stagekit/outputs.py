@@ -23,9 +23,10 @@ def copy_tokenizer(source: Path, target: Path) -> None:
 
 def finish_stage(directory: Path, stage: str, cfg: Any, summary: dict[str, Any],
                  tokenizer_from: Path | None = None) -> None:
-    """Write the stage's config and summary into `directory` (and the tokenizer of `tokenizer_from`)."""
+    """Write the stage's config (its dataclass, or the resolved dict) and summary into `directory`, and the tokenizer
+    files of `tokenizer_from`."""
     if tokenizer_from is not None:
         copy_tokenizer(tokenizer_from, directory)
     name = stage.replace("-", "_")
-    write_json(directory / f"{name}_config.json", dataclasses.asdict(cfg))
+    write_json(directory / f"{name}_config.json", cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg))
     write_json(directory / f"{name}_summary.json", summary)

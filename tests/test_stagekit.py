@@ -189,3 +189,12 @@ def test_an_operating_system_error_is_one_line_and_leaves_nothing(stage, tmp_pat
     assert run.returncode == 1 and len(err) == 1, run.stderr[-2000:]
     assert err[0].startswith(f"xcompress {stage}: error: {tmp_path}") and "File too large" in err[0], err[0]
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_every_stage_takes_quiet():
+    """--quiet is a common flag: a stage without one of its own still accepts it (and silences tqdm)."""
+    from stagekit.cli import build_parser
+
+    for stage in STAGES:
+        sub = next(a for a in build_parser(stage)._actions if a.dest == "command").choices[stage]
+        assert "--quiet" in sub._option_string_actions, stage
