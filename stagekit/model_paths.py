@@ -72,5 +72,13 @@ def shared_vocab(teacher_dir: Path, student_dir: Path, teacher_flag: str = "--te
         if theirs.is_file() and theirs.read_bytes() != (teacher_dir / name).read_bytes():
             raise InputError(f"{student_flag} {student_dir}: its {name} differs from the teacher's; "
                              "teacher and student must share one tokenizer")
+    if not present and (student_dir / "tokenizer.json").is_file() and _model_of(teacher_dir) != _model_of(student_dir):
+        raise InputError(f"{student_flag} {student_dir}: its tokenizer.json holds another vocabulary than the "
+                         "teacher's; teacher and student must share one tokenizer")
     vocab = teacher_dir / "vocab.txt"
     return vocab if vocab.is_file() else None
+
+
+def _model_of(model_dir: Path) -> Any:
+    """The vocabulary part of a tokenizer.json (its `model`: vocabulary, merges, scores)."""
+    return json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get("model")

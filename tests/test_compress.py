@@ -50,7 +50,7 @@ def test_structured_pruning_removes_rows_and_taylor_scores_matter(sst2_teacher, 
     full = evaluate_features(model, task, dev, 128)["acc"]
 
     # Keeping the 4 most important heads per layer by Taylor score beats keeping the 4 least important.
-    scores = unit_importance(model, head_ffn_reducer(model.config), "taylor", _batches(train))
+    scores = unit_importance(model, head_ffn_reducer(model), "taylor", _batches(train))
     accs = {}
     for which in ("top", "bottom"):
         m = _load(sst2_teacher, task)

@@ -214,3 +214,67 @@ def test_the_families_page_is_generated_from_the_table():
 
     page = REPO / "docs/families.md"
     assert families_page(page.read_text()) == page.read_text(), "docs/families.md is stale (run `make docs`)"
+
+
+@pytest.fixture(scope="module")
+def bpe_roberta(tmp_path_factory, glue_copy) -> Path:
+    """A small RoBERTa with its own byte-level BPE (3,000 pieces trained on SST-2's training sentences), fine-tuned
+    on SST-2: the tokenizer paths are real, not WordPiece in disguise."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    from stagekit.cli import main
+
+    base = tmp_path_factory.mktemp("bpe") / "roberta-bpe"
+    rows = [line.split("\t")[0] for line in (glue_copy / "SST-2/train.tsv").read_text().splitlines()[1:20001]]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(rows, vocab_size=3000, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                               cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    config = RobertaConfig(vocab_size=len(tok), hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                           intermediate_size=512, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(base)
+    tok.save_pretrained(base)
+    out = base.parent / "roberta-bpe-sst2"
+    assert main(["finetune", "--model", str(base), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                 "--output_dir", str(out), "--max_train_examples", "4000", "--num_train_epochs", "2",
+                 "--learning_rate", "5e-4", "--eval_step", "1000", *FAST]) == 0
+    return out
+
+
+def test_a_roberta_with_its_own_bpe_through_the_stages(bpe_roberta, glue_copy, tmp_path):
+    """Byte-level BPE from the model directory through finetune, dense-student, both phases of task distillation and
+    int8; vocabulary pruning, WordPiece-only, refuses it in one line."""
+    from modeling.loading import load_tokenizer
+
+    tok = load_tokenizer(bpe_roberta, "--model")
+    assert tok.convert_ids_to_tokens(tok("a gripping film")["input_ids"])[:3] == ["<s>", "a", "Ġgri"]
+    teacher = json.loads((bpe_roberta / "finetune_summary.json").read_text())["dev"]["dev"]["score"]
+    assert teacher > 0.6  # learnt something from its own pieces (majority class: 0.509)
+    student = tmp_path / "dense"
+    r = run_cli("dense-student", "--teacher_model", str(bpe_roberta), "--layer_stride", "2", "--intermediate_size",
+                "256", "--task_name", "SST-2", "--data_dir", str(glue_copy), "--importance_examples", "64",
+                "--output_dir", str(student), *FAST)
+    assert r.returncode == 0, r.stderr
+    assert (student / "tokenizer.json").read_bytes() == (bpe_roberta / "tokenizer.json").read_bytes()
+    distilled = tmp_path / "distilled"
+    r = run_cli("task-distill", "--teacher_model", str(bpe_roberta), "--student_model", str(student), "--task_name",
+                "SST-2", "--data_dir", str(glue_copy), "--stage", "both", "--intermediate_max_steps", "10",
+                "--max_steps", "10", "--max_train_examples", "320", "--eval_step", "10", "--output_dir",
+                str(distilled), *FAST)
+    assert r.returncode == 0, r.stderr
+    assert AutoConfig.from_pretrained(str(distilled)).model_type == "roberta"
+    r = run_cli("quantize", "--model", str(distilled), "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                "--output_dir", str(tmp_path / "int8"), "--latency_repeats", "1", "--max_seq_length", "64", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "int8/quantize_summary.json").read_text())["rows"]
+    assert abs(rows[1]["dev"]["score"] - rows[0]["dev"]["score"]) < 0.05
+    r = run_cli("prune", "--model", str(bpe_roberta), "--pruning_type", "vocabulary", "--task_name", "SST-2",
+                "--data_dir", str(glue_copy), "--output_dir", str(tmp_path / "vocab"))
+    assert r.returncode == 2 and "its tokenizer is BPE; vocabulary pruning keeps WordPiece" in r.stderr
+    assert not (tmp_path / "vocab").exists()
