@@ -20,7 +20,7 @@ for the first student. Every stage's output and timing is kept in --work: a reru
 
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
-        [--work runs/bench-accuracy]
+        [--teacher_examples N] [--work runs/bench-accuracy]
 
 Prints a table (score, % of teacher, encoder params, CPU minutes per stage), writes
 benchmarks/results/accuracy.json and a plot of score against cumulative CPU minutes per route (accuracy.png).
@@ -126,6 +126,9 @@ def main() -> None:
     ap.add_argument("--compare", nargs="*", default=["SST-2", "STS-B"], choices=TASKS)
     ap.add_argument("--dense", nargs="*", default=list(DENSE), choices=list(DENSE),
                     help="dense students distilled on every task (none: --dense with no names)")
+    ap.add_argument("--teacher_examples", type=int, default=None,
+                    help="fine-tune the teachers on a seeded subset of this many training rows (a run that fits a "
+                         "session; use its own --work: the default run's teachers see the full training sets)")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     args = ap.parse_args()
     work = Path(args.work)
@@ -171,10 +174,11 @@ def main() -> None:
             for f in ("train.tsv", "dev.tsv"):
                 (glue / task / f).write_bytes((REPO / "data/glue_data" / task / f).read_bytes())
         on_task = ["--task_name", task, "--data_dir", str(glue), "--max_seq_length", str(SEQ)]
+        subset = ["--max_train_examples", str(args.teacher_examples)] if args.teacher_examples else []
         print(task, flush=True)
         teacher = run(f"{task} teacher", work / f"teacher-{task}", "finetune", "--model", TEACHER,
                       "--num_train_epochs", str(s["teacher_epochs"][task]), "--learning_rate", s["teacher_lr"],
-                      "--eval_step", "1000", *on_task)
+                      "--eval_step", "1000", *subset, *on_task)
         if any(t == task and route == "general" for t, _, route in plan):
             run(f"{task} augment", glue / task / "train_aug.tsv", "augment", "--pretrained_bert_model", str(mlm),
                 "--glue_dir", str(glue), "--task_name", task, "--max_train_examples", str(s["aug_rows"]),
@@ -280,9 +284,12 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
     print("\nshared stages (CPU min): " + "; ".join(f"{k} {v['cpu_minutes']:.1f}" for k, v in shared.items()))
     total = sum(v["wall_minutes"] for v in run.timings.values())
     print(f"wall time of every stage recorded in {work}: {total:.1f} min")
-    out = REPO / "benchmarks/results/accuracy.json"
+    name = f"accuracy-teachers-{args.teacher_examples}" if args.teacher_examples else "accuracy"
+    out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": SETTINGS, "distill": DISTILL, "sequence": SEQ, "best_route": BEST,
+                               "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
+                               "dense_distill": DENSE_DISTILL,
                                "results": results, "encoder_params": params | {"teacher": TEACHER_ENCODER_PARAMS},
                                "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
     print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")
