@@ -38,8 +38,8 @@ from stagekit.options import at_least, option
 from stagekit.outputs import finish_stage
 
 from .importance import unit_importance
-from .prune_structured import current_sizes, head_ffn_reducer, keep_indices, prune_heads_and_ffn, retarget_config_
-from .prune_structured import slice_layers_
+from .prune_structured import (current_sizes, head_ffn_reducer, keep_indices, prune_heads_and_ffn, retarget_config_,
+                               slice_layers_)
 
 
 @dataclasses.dataclass(kw_only=True)

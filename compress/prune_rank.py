@@ -10,13 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modeling.params import encoder_stack
+
 from .importance import top_indices
 
-FACTORS = "bert.encoder.factors."
-
-
 def rank_reducer(v: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {"rank_u": v[FACTORS + "U"].sum(0), "rank_v": v[FACTORS + "V"].sum(1), "cores": v[FACTORS + "G"].sum((1, 2))}
+    """Scores of U and V columns and of cores, from the shared factors wherever the model keeps them."""
+    f = {name.rpartition(".")[2]: t for name, t in v.items() if name.rpartition(".")[0].endswith("factors")}
+    return {"rank_u": f["U"].sum(0), "rank_v": f["V"].sum(1), "cores": f["G"].sum((1, 2))}
 
 
 def check_ranks(config, rank_dim: int | None, rank_layer: int | None) -> tuple[int, int]:
@@ -31,7 +32,7 @@ def check_ranks(config, rank_dim: int | None, rank_layer: int | None) -> tuple[i
 
 def prune_ranks(model: nn.Module, scores: dict[str, torch.Tensor], rank_dim: int, rank_layer: int) -> nn.Module:
     """Keep the `rank_dim` best U and V indices and the `rank_layer` best cores, in place."""
-    factors = model.bert.encoder.factors
+    factors = encoder_stack(model).factors
     keep_u, keep_v = top_indices(scores["rank_u"], rank_dim), top_indices(scores["rank_v"], rank_dim)
     keep_k = top_indices(scores["cores"], rank_layer)
     with torch.no_grad():
