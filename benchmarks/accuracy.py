@@ -14,13 +14,18 @@ chosen layers of the fine-tuned teacher, its FFN neurons and heads ranked by tay
 distilled with TinyBERT's two phases on the same task text and budget as the TD route (layer-wise steps as many as
 recovery's, then the same prediction distillation): the baseline the TD students have to beat at equal size.
 
+Same function, same result (--families): the fine-tuned teacher moved into RoBERTa's or DistilBERT's layout
+(tests/transplants.py: the same encoder function under another model_type; RoBERTa's head is BERT's shape and comes
+along, DistilBERT's ReLU head is trained by a short fine-tuning of the transplant) goes through the task route to
+its TD student, which should score as the BERT original's does.
+
 The best route (BEST) runs for every task and student; the routes are compared side by side on --compare tasks
 for the first student. Every stage's output and timing is kept in --work: a rerun resumes where it stopped, and a
 --tasks/--students/--routes subset runs alone.
 
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
-        [--teacher_examples N] [--work runs/bench-accuracy]
+        [--families roberta distilbert] [--teacher_examples N] [--work runs/bench-accuracy]
 
 Prints a table (score, % of teacher, encoder params, CPU minutes per stage), writes
 benchmarks/results/accuracy.json and a plot of score against cumulative CPU minutes per route (accuracy.png).
@@ -78,6 +83,10 @@ DENSE = {"3-of-6-layers": ["--layer_stride", "2"], "1-layer": ["--keep_layers", 
 DENSE_DISTILL = ["--stage", "both", "--intermediate_max_steps", str(SETTINGS["recover_steps"]),
                  "--intermediate_learning_rate", "1e-4", "--max_train_examples", "9600", "--max_steps", "300",
                  "--learning_rate", "1e-4"]
+# Families whose transplants of the fine-tuned teacher take the task route (the first --students entry), and the
+# fine-tuning that trains a head the BERT original cannot hand over (DistilBERT's ReLU pre-classifier).
+FAMILIES = ("roberta", "distilbert")
+HEAD_TRAINING = {"distilbert": ["--max_steps", "100", "--learning_rate", "5e-5", "--eval_step", "100"]}
 DENSE_PRED_ONLY = ["--stage", "prediction", "--max_train_examples", "9600", "--max_steps",
                    str(300 + SETTINGS["recover_steps"]), "--learning_rate", "1e-4"]
 
@@ -126,6 +135,8 @@ def main() -> None:
     ap.add_argument("--compare", nargs="*", default=["SST-2", "STS-B"], choices=TASKS)
     ap.add_argument("--dense", nargs="*", default=list(DENSE), choices=list(DENSE),
                     help="dense students distilled on every task (none: --dense with no names)")
+    ap.add_argument("--families", nargs="*", default=[], choices=FAMILIES,
+                    help="transplant each task's teacher into these families and take the task route there too")
     ap.add_argument("--teacher_examples", type=int, default=None,
                     help="fine-tune the teachers on a seeded subset of this many training rows (a run that fits a "
                          "session; use its own --work: the default run's teachers see the full training sets)")
@@ -192,6 +203,11 @@ def main() -> None:
                                                                     shared, on_task)
         for name in args.dense:
             row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, on_task)
+        for family in args.families:
+            moved = _transplanted(run, work, task, family, teacher, on_task)
+            r = _route(run, work, task, args.students[0], BEST, moved, shared, on_task, tag=f"{family}-")
+            r["teacher"] = _summary(moved, "finetune")["dev"]["dev"] if family in HEAD_TRAINING else row["teacher"]
+            row["students"].setdefault(f"{family} {args.students[0]}", {})[BEST] = r
     _report(results, args, run, work)
 
 
@@ -216,11 +232,26 @@ def _dense(run: Runner, work: Path, task: str, name: str, teacher: Path, on_task
             "encoder_params": _summary(start, "dense_student")["encoder_params"]}
 
 
+def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path, on_task: list[str]) -> Path:
+    """The fine-tuned teacher in `family`'s layout, its head trained where BERT's could not be moved."""
+    sys.path.insert(0, str(REPO))
+    from tests.transplants import transplant
+
+    moved = work / f"teacher-{task}-{family}"
+    if not (moved / "config.json").is_file():
+        transplant(teacher, family, moved)
+    if family not in HEAD_TRAINING:
+        return moved
+    return run(f"{task} teacher {family} head", work / f"teacher-{task}-{family}-head", "finetune", "--model",
+               str(moved), *HEAD_TRAINING[family], *on_task)
+
+
 def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, shared: dict,
-           on_task: list[str]) -> dict:
+           on_task: list[str], tag: str = "") -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
-    against cumulative CPU minutes (route stages before task distillation, then its evaluations)."""
-    s, name = SETTINGS, f"{task}-{route}-{student.replace('/', 'of')}"
+    against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
+    teacher other than the task's own (a transplant)."""
+    s, name = SETTINGS, f"{task}-{tag}{route}-{student.replace('/', 'of')}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
     if route == "task":
@@ -269,15 +300,15 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
     print("| task | teacher | student | route | score | % of teacher | encoder params | CPU min per stage | total |")
     print("|---|---|---|---|---|---|---|---|---|")
     for task, row in results.items():
-        te = row["teacher"]["score"]
         for student, routes in row["students"].items():
             for route, r in routes.items():
+                te = r.get("teacher", row["teacher"])["score"]  # a transplant with a trained head has its own
                 score = r["dev"]["score"]
                 r["percent_of_teacher"] = 100 * score / te if te else None
                 r["total_cpu_minutes"] = sum(r["cpu_minutes"].values())
                 cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_minutes"].items())
                 flag = " (collapsed)" if r["collapsed"] else ""
-                size = r.get("encoder_params", params.get(student))
+                size = r.get("encoder_params", params.get(student.split()[-1]))
                 print(f"| {task} | {te:.4f} | {student} | {route} | {score:.4f}{flag} | "
                       f"{r['percent_of_teacher']:.1f} | {size:,} | {cpu} | {r['total_cpu_minutes']:.1f} |")
     shared = {k: v for k, v in run.timings.items() if not k.startswith(tuple(results))}

@@ -14,28 +14,38 @@ from .blocks import stack_encoder_blocks
 from .tucker import SharedTucker, decompose_fast, decompose_hooi
 
 
+# A task teacher's task fields come along to its student.
+_TASK_KEYS = ("num_labels", "id2label", "label2id", "problem_type", "finetuning_task", "bos_token_id", "eos_token_id")
+
+
 def td_config_from_teacher(teacher_config, rank_layer: int, rank_dim: int, ops: str,
                            architecture: str = "TuckerBertModel") -> TuckerBertConfig:
-    """The teacher's geometry with the given ranks; a task teacher's task fields (labels, problem type) come along."""
-    base = {k: v for k, v in teacher_config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version", "_name_or_path")}
-    base.update(rank_layer=rank_layer, rank_dim=rank_dim, ops=ops, architectures=[architecture])
-    return TuckerBertConfig(**base)
+    """The teacher's geometry (in BertConfig's names) with the given ranks, its family's embeddings and head."""
+    family = family_of(teacher_config)
+    values = teacher_config.to_dict()
+    geometry = family.bert_geometry(values) | {k: values[k] for k in _TASK_KEYS if k in values}
+    if geometry.get("embedding_size") == geometry["hidden_size"]:
+        geometry["embedding_size"] = None
+    return TuckerBertConfig(**geometry, rank_layer=rank_layer, rank_dim=rank_dim, ops=ops, architectures=[architecture],
+                            family=family.name, positions_from_padding=family.position_offset > 0,
+                            pooler_act=family.head_act)
 
 
 @torch.no_grad()
 def td_state_from_teacher(bert: nn.Module, factors: SharedTucker, config: TuckerBertConfig) -> dict[str, torch.Tensor]:
-    """State dict of a `TuckerBertModel` holding the teacher's embeddings, biases, LayerNorms, pooler and the
-    sublayers that `ops` keeps dense, plus the Tucker factors."""
-    state: dict[str, torch.Tensor] = {}
-    for name, t in bert.embeddings.state_dict().items():
-        state[f"embeddings.{name}"] = t
+    """State dict of a `TuckerBertModel` holding the teacher's embeddings (and ELECTRA's projection), biases,
+    LayerNorms, pooler if it has one and the sublayers that `ops` keeps dense, plus the Tucker factors."""
+    family = family_of(bert)
+    state: dict[str, torch.Tensor] = {f"embeddings.{name}": t for name, t in bert.embeddings.named_parameters()}
+    if family.embedding_projection and hasattr(bert, family.embedding_projection):
+        for name, t in getattr(bert, family.embedding_projection).named_parameters():
+            state[f"embeddings.project.{name}"] = t
     if getattr(bert, "pooler", None) is not None:
         for name, t in bert.pooler.state_dict().items():
             state[f"pooler.{name}"] = t
     f = "encoder.factors."
     state.update({f + "U": factors.U, f + "V": factors.V, f + "G": factors.G, f + "P": factors.P})
     san, ffn = "query" in OPS[config.ops], "ffn_in_0" in OPS[config.ops]
-    family = family_of(bert)
     for i, layer in enumerate(family.layer_list(bert)):
         p = f"encoder.layer.{i}."
         q, k, v, o = (family.linear(layer, part) for part in ("query", "key", "value", "attn_out"))
@@ -72,7 +82,9 @@ def factorize_teacher(teacher: nn.Module, rank_layer: int, rank_dim: int, ops: s
 def td_model(teacher: nn.Module, factors: SharedTucker, rank_layer: int, rank_dim: int, ops: str,
              bias_shifts: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """The TD model holding `factors` and the teacher's other weights, each bias moved by its shift, if any.
-    A task teacher (a BertForSequenceClassification) gives a task student: its pooler and classifier copied."""
+    A task teacher (a ...ForSequenceClassification) gives a task student: its head copied into the TD model's pooler
+    and classifier. A teacher without a pooler (DistilBERT's, ELECTRA's encoder) leaves the TD pooler initialised,
+    as a fresh task head would be."""
     bert = encoder_of(teacher)
     task = bert is not teacher
     cls = TuckerBertForSequenceClassification if task else TuckerBertModel
@@ -81,10 +93,16 @@ def td_model(teacher: nn.Module, factors: SharedTucker, rank_layer: int, rank_di
     for name, shift in (bias_shifts or {}).items():
         state[name] = state[name] + shift.to(state[name].dtype)
     if task:
-        state = {f"bert.{k}": v for k, v in state.items()}
-        state.update({f"classifier.{k}": v.detach().float() for k, v in teacher.classifier.state_dict().items()})
+        state = {f"bert.{k}": v for k, v in state.items() if not k.startswith("pooler.")}
+        for ours, theirs in family_of(teacher).task_head.items():
+            target = f"bert.{ours}" if ours.startswith("pooler.") else ours
+            for name, t in teacher.get_submodule(theirs).state_dict().items():
+                state[f"{target}.{name}"] = t.detach().float()
     model = cls(config)
-    model.load_state_dict(state, strict=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    pooler = "bert.pooler." if task else "pooler."
+    if unexpected or any(not k.startswith(pooler) for k in missing):
+        raise RuntimeError(f"TD state does not match {cls.__name__}: missing {missing}, unexpected {unexpected}")
     return model
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from corpora.glue import TASKS
+from modeling.families import family_of, layers_of
 from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, architecture_of, encoder_of, is_task_model, label_count
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.params import encoder_params
@@ -96,12 +97,13 @@ def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: st
     """Everything about the teacher that can be refused before loading weights; its directory and config."""
     teacher_dir, tc, _ = inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,), stage="decompose")
     flag = f"--teacher_model {cfg.teacher_model}"
-    h, inter, layers = tc.get("hidden_size"), tc.get("intermediate_size"), tc.get("num_hidden_layers")
+    geometry = family_of(tc, flag).bert_geometry(tc)
+    h, inter, layers = (geometry.get(k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers"))
     if not all(isinstance(v, int) for v in (h, inter, layers)):
-        raise InputError(f"{flag}: config lacks hidden_size / intermediate_size / num_hidden_layers")
+        raise InputError(f"{flag}: config lacks the hidden size, FFN size or number of layers")
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
-        if key in td_file and td_file[key] != tc.get(key):
-            raise InputError(f"--config {cfg.config}: {key} is {td_file[key]} but the teacher's is {tc.get(key)}")
+        if key in td_file and td_file[key] != geometry.get(key):
+            raise InputError(f"--config {cfg.config}: {key} is {td_file[key]} but the teacher's is {geometry.get(key)}")
     if inter != 4 * h:
         raise InputError(f"{flag}: intermediate_size {inter} is not 4 x hidden_size {h}; the block stacking needs 4h")
     if not 1 <= rank_dim <= h:
@@ -148,7 +150,7 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
         student, factors, W = factorize_teacher(teacher, rank_layer, rank_dim, ops, cfg.init, cfg.hooi_sweeps, cfg.seed)
         calibration = None
     factor_seconds = time.perf_counter() - t0
-    types = [BLOCK_TYPE[kind] for _, kind in block_layout(teacher.config.num_hidden_layers, ops)]
+    types = [BLOCK_TYPE[kind] for _, kind in block_layout(len(layers_of(teacher)), ops)]
     errors = relative_errors(W.double(), factors.reconstruct().double(), types)
     functional = (hidden_state_errors(encoder_of(teacher), encoder_of(student), held_out) | {"source": source}
                   if held_out else None)
@@ -208,7 +210,7 @@ def _calibrated(cfg: DecomposeConfig, teacher, fit: list, rank_layer: int, rank_
     covariance = stats.moments - stats.means[:, :, None] * stats.means[:, None, :]
     start = whitened_tucker(W, covariance, stats.inputs, rank_layer, rank_dim, cfg.hooi_sweeps)
     factors, history = refit(W, start, covariance, stats.inputs, cfg.calibration_sweeps)
-    layout = block_layout(teacher.config.num_hidden_layers, ops)
+    layout = block_layout(len(layers_of(teacher)), ops)
     plain = decompose_fast(W, rank_layer, rank_dim, sweeps=cfg.hooi_sweeps)
     student = td_model(teacher, factors, rank_layer, rank_dim, ops, bias_shifts(W, factors, stats.means[stats.inputs], layout))
     return student, factors, W.float(), {

@@ -14,6 +14,12 @@ class TuckerBertConfig(BertConfig):
     rank_layer (`int`): l, the number of small cores G[k] shared by all stacked blocks.
     rank_dim (`int`): d, the size of each core and the width of the shared factors U (h, d) and V (d, h).
     ops (`str`): which sublayers are factorized: `san_ffn`, `san` (attention only) or `ffn` (FFN only).
+    family (`str`): the teacher's encoder family (bert, roberta, xlm-roberta, distilbert, electra); the layers are
+        the same post-norm transformer in all of them, the embeddings and the head are the family's:
+    embedding_size (`int`, optional): ELECTRA's embedding width when it is not the hidden width (then projected).
+    positions_from_padding (`bool`): RoBERTa's positions, numbered from pad_token_id + 1 over real tokens.
+    pooler_act (`str`): the activation after the dense layer over the first token (tanh; DistilBERT relu, ELECTRA
+        gelu). `type_vocab_size` 0 means no token-type table (DistilBERT).
     """
 
     model_type = "tucker_bert"
@@ -22,6 +28,10 @@ class TuckerBertConfig(BertConfig):
     rank_layer: int = 72
     rank_dim: int = 384
     ops: str = "san_ffn"
+    family: str = "bert"
+    embedding_size: int | None = None
+    positions_from_padding: bool = False
+    pooler_act: str = "tanh"
 
     def validate_architecture(self):
         super().validate_architecture()

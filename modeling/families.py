@@ -50,6 +50,14 @@ class Family:
     pooler: bool  # the encoder has a pooler (BERT's tanh layer over [CLS])
     position_offset: int = 0  # RoBERTa numbers positions from padding_idx + 1
     embedding_projection: str | None = None  # ELECTRA projects small embeddings up to the hidden width
+    # A task model's head as a TD model holds it, a dense layer over the first token then the classifier:
+    # TD module -> this family's module path in its task model, and the activation between them.
+    task_head: dict[str, str] = dataclasses.field(
+        default_factory=lambda: {"pooler.dense": "bert.pooler.dense", "classifier": "classifier"})
+    head_act: str = "tanh"
+    # BertConfig's names for this family's config keys (the TD model's config is a BertConfig), and values it fixes.
+    bert_names: dict[str, str] = dataclasses.field(default_factory=dict)
+    bert_fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def model_class(self, role: str, where: str) -> type:
         import transformers
@@ -90,10 +98,24 @@ class Family:
         return ([self.linear(l, "query").out_features // head for l in layers],
                 [self.linear(l, "ffn_in").out_features for l in layers])
 
+    def bert_geometry(self, config: Any) -> dict[str, Any]:
+        """This family's config (object or dict) in BertConfig's terms, what a TD model of it is built from."""
+        values = config if isinstance(config, dict) else config.to_dict()
+        renamed = {bert: values[ours] for bert, ours in self.bert_names.items() if ours in values}
+        same = {k: v for k, v in values.items() if k in _BERT_KEYS and k not in renamed}
+        return same | renamed | self.bert_fixed
+
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The entries of a batch this family's forward takes (labels pass through)."""
         return {k: v for k, v in batch.items() if k in self.inputs or k == "labels"}
 
+
+# The geometry a BertConfig describes; a TD model's config takes these from its teacher's, under these names.
+_BERT_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+              "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout",
+              "embedding_size")
+_ROBERTA_HEAD = {"pooler.dense": "classifier.dense", "classifier": "classifier.out_proj"}
 
 _ENCODER_CLASSES = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert",
                     "electra": "Electra"}
@@ -104,8 +126,6 @@ def _classes(prefix: str, encoder: str = "Model") -> dict[str, str]:
             MASKED_LM: f"{prefix}ForMaskedLM"}
 
 
-# Families whose teachers decompose into TD students (the TD model carries BERT's embeddings, pooler and head).
-TD_FAMILIES = ("bert",)
 # Families whose models keep per-layer head and FFN sizes after structured pruning (`pruned_bert`).
 STRUCTURED_FAMILIES = ("bert",)
 
@@ -115,10 +135,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            pooler=True),
     Family("roberta", ("roberta",), "roberta", "encoder.layer", _BERT_PARTS, _BERT_SIZES, _classes("Roberta"),
            ("input_ids", "attention_mask", "token_type_ids"), ("classifier.", "lm_head.", "roberta.pooler."),
-           pooler=False, position_offset=2),
+           pooler=False, position_offset=2, task_head=_ROBERTA_HEAD),
     Family("xlm-roberta", ("xlm-roberta",), "roberta", "encoder.layer", _BERT_PARTS, _BERT_SIZES,
            _classes("XLMRoberta"), ("input_ids", "attention_mask", "token_type_ids"),
-           ("classifier.", "lm_head.", "roberta.pooler."), pooler=False, position_offset=2),
+           ("classifier.", "lm_head.", "roberta.pooler."), pooler=False, position_offset=2, task_head=_ROBERTA_HEAD),
     Family("distilbert", ("distilbert",), "distilbert", "transformer.layer",
            {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
             "attn_out": "attention.out_lin", "attn_norm": "sa_layer_norm", "ffn_in": "ffn.lin1",
@@ -127,10 +147,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
             "vocab_size": "vocab_size"},
            _classes("DistilBert"), ("input_ids", "attention_mask"),
            ("pre_classifier.", "classifier.", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
-           pooler=False),
+           pooler=False, task_head={"pooler.dense": "pre_classifier", "classifier": "classifier"}, head_act="relu",
+           bert_names={"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                       "intermediate_size": "hidden_dim", "hidden_act": "activation", "hidden_dropout_prob": "dropout",
+                       "attention_probs_dropout_prob": "attention_dropout", "classifier_dropout": "seq_classif_dropout"},
+           bert_fixed={"type_vocab_size": 0, "layer_norm_eps": 1e-12}),
     Family("electra", ("electra",), "electra", "encoder.layer", _BERT_PARTS, _BERT_SIZES, _classes("Electra"),
            ("input_ids", "attention_mask", "token_type_ids"), ("classifier.", "generator_"),
-           pooler=False, embedding_projection="embeddings_project"),
+           pooler=False, embedding_projection="embeddings_project", task_head=_ROBERTA_HEAD, head_act="gelu"),
 )}
 _BY_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
 DENSE_MODEL_TYPES = tuple(_BY_TYPE)
@@ -140,7 +164,8 @@ ALL_FAMILIES = tuple(FAMILIES)
 # The families each stage takes: the stages that are narrower refuse the others through `require_family` with this
 # table, and docs/families.md is generated from it (`python -m modeling.families`).
 STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
-    "decompose": TD_FAMILIES, "recover": TD_FAMILIES, "general-distill": TD_FAMILIES,
+    # A TD student keeps its teacher's family's embeddings and head (modeling/modeling_tucker_bert.py).
+    "decompose": ALL_FAMILIES, "recover": ALL_FAMILIES, "general-distill": ("bert",),
     "fit-mlm-head": ("bert",), "augment": ("bert",),
     "dense-student": ALL_FAMILIES, "finetune": ALL_FAMILIES, "task-distill": ALL_FAMILIES,
     "evaluate": ALL_FAMILIES, "prune --pruning_type structured": STRUCTURED_FAMILIES,
@@ -148,9 +173,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
 }
 WHY_NOT = {
-    "decompose": "TD students keep BERT's embeddings and head",
-    "recover": "it trains TD students, which keep BERT's embeddings and head",
-    "general-distill": "it trains TD students, which keep BERT's embeddings and head",
+    "general-distill": "its students are masked-LM models with BERT's head, trained on WordPiece pre-generated data",
     "fit-mlm-head": "its masked-LM head is BERT's", "augment": "its masked-LM head is BERT's",
 }
 

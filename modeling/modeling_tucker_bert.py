@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
-from transformers.models.bert.modeling_bert import BertEmbeddings, BertOnlyMLMHead, BertPooler
+from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
 from .checks import HEAD_PREFIXES, weight_problems
 from .configuration_tucker_bert import TuckerBertConfig
@@ -173,6 +173,56 @@ class DenseProjection(nn.Linear):
         return super().forward(x)
 
 
+class TuckerEmbeddings(nn.Module):
+    """The embeddings of the teacher's family, under BertEmbeddings' parameter names: word, position and (where the
+    family has them: not DistilBERT) token-type tables, LayerNorm, dropout, and ELECTRA's projection when its
+    embedding width is not the hidden width. RoBERTa and XLM-R number positions from padding_idx + 1 and give
+    padding the padding position (`positions_from_padding`)."""
+
+    def __init__(self, config: TuckerBertConfig):
+        super().__init__()
+        width = config.embedding_size or config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.project = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
+        self.padding_idx = config.pad_token_id if config.positions_from_padding else None
+
+    def positions(self, input_ids: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        if self.padding_idx is None:
+            return torch.arange(shape[1], device=device).expand(shape)
+        if input_ids is None:  # embeddings given: padding cannot be seen, positions are sequential
+            return torch.arange(self.padding_idx + 1, shape[1] + self.padding_idx + 1, device=device).expand(shape)
+        real = input_ids.ne(self.padding_idx).long()
+        return torch.cumsum(real, dim=1) * real + self.padding_idx
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
+        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if position_ids is None:
+            position_ids = self.positions(input_ids, x.shape[:2], x.device)
+        x = x + self.position_embeddings(position_ids)
+        if self.token_type_embeddings is not None:
+            types = token_type_ids if token_type_ids is not None else torch.zeros_like(position_ids)
+            x = x + self.token_type_embeddings(types)
+        x = self.dropout(self.LayerNorm(x))
+        return self.project(x) if self.project is not None else x
+
+
+class TuckerPooler(nn.Module):
+    """The first token through a dense layer and the family's activation: BERT's pooler (tanh), and the same shape
+    as RoBERTa's and ELECTRA's classification heads (tanh, GELU) and DistilBERT's pre-classifier (ReLU)."""
+
+    def __init__(self, config: TuckerBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.pooler_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
 class TuckerBertAttention(nn.Module):
     def __init__(self, config: TuckerBertConfig, fan_out_offset: int | None):
         super().__init__()
@@ -300,9 +350,6 @@ class TuckerBertPreTrainedModel(SavesItsCode, PreTrainedModel):
             init.normal_(module.P, std=1.0 / math.sqrt(module.P.shape[1]))
         elif isinstance(module, (FanOutProjection, FanInProjection)):
             init.zeros_(module.bias)
-        elif isinstance(module, BertEmbeddings):
-            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
-            init.zeros_(module.token_type_ids)
         elif isinstance(module, BertOnlyMLMHead):
             init.zeros_(module.predictions.bias)
 
@@ -347,12 +394,11 @@ class TuckerBertModel(TuckerBertPreTrainedModel):
 
     def __init__(self, config: TuckerBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.embeddings = BertEmbeddings(config)
-        self.embeddings.dropout = Dropout(config.hidden_dropout_prob)
+        self.embeddings = TuckerEmbeddings(config)
         self.encoder = nn.Module()
         self.encoder.factors = TuckerFactors(config)
         self.encoder.layer = nn.ModuleList([TuckerBertLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.pooler = TuckerPooler(config) if add_pooling_layer else None
         self.post_init()
 
     def get_input_embeddings(self):

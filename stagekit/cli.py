@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # only the main thread may set a handler
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cfg = None
-    if "quiet" not in {f.name for f in dataclasses.fields(module.CONFIG)} and vars(args).pop("quiet", False):
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar it makes, transformers' included
+    if getattr(args, "quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar it makes, transformers' weight loading included
+    if "quiet" not in {f.name for f in dataclasses.fields(module.CONFIG)}:
+        vars(args).pop("quiet", None)
     try:
         cfg = config_from_namespace(module.CONFIG, args)
         summary = module.run(cfg)

@@ -88,6 +88,66 @@ def test_dense_students_of_every_family(transplants, teacher_dir, tmp_path, fami
     assert (a - b)[batch["attention_mask"].bool()].abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra"])
+def test_td_students_of_every_family(transplants, teacher_dir, tmp_path, family):
+    """`xcompress decompose` on a transplant gives the BERT original's TD student under the family's embeddings:
+    the same factors and encoder outputs; it loads in plain transformers (trust_remote_code) as its family's TD
+    model (RoBERTa's positions from the padding index, DistilBERT without token types)."""
+    from safetensors.torch import load_file
+
+    for name, source in (("bert", teacher_dir), (family, transplants[family])):
+        r = run_cli("decompose", "--teacher_model", str(source), "--config", "models/minilm-td-36-192",
+                    "--output_dir", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+    ref, td = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("bert", family))
+    for k in ("U", "V", "G", "P"):
+        assert torch.equal(ref[f"encoder.factors.{k}"], td[f"encoder.factors.{k}"])
+    config = json.loads((tmp_path / family / "config.json").read_text())
+    assert config["model_type"] == "tucker_bert" and config["family"] == family
+    assert config["positions_from_padding"] == (family == "roberta")
+    assert (config["type_vocab_size"] == 0) == (family == "distilbert")
+    ref_model, model = (AutoModel.from_pretrained(str(tmp_path / n), trust_remote_code=True).eval()
+                        for n in ("bert", family))
+    batch = _batch(teacher_dir, False)
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        a, b = ref_model(**batch).last_hidden_state, model(**batch).last_hidden_state
+    assert (a - b)[mask].abs().max() < 1e-5
+
+
+def test_roberta_td_student_takes_the_task_route_as_its_bert_original(sst2_teacher, glue_copy, tmp_path):
+    """Same function, same result: the SST-2 teacher and its RoBERTa transplant (head included) through calibrated
+    decomposition, layer-wise recovery and prediction distillation, same data and seeds, end at the same dev score
+    and the same logits."""
+    from modeling.formats import CLASSIFIER
+    from modeling.loading import load_model
+
+    roberta = transplant(sst2_teacher, "roberta", tmp_path / "roberta")
+    task = ["--task_name", "SST-2", "--data_dir", str(glue_copy)]
+    scores, logits = [], []
+    batch = _batch(sst2_teacher, True)
+    for name, teacher in (("bert", sst2_teacher), ("roberta", roberta)):
+        d = tmp_path / name
+        steps = [("decompose", ["--teacher_model", str(teacher), "--config", "models/minilm-td-36-192",
+                                "--calibration_data", str(glue_copy / "SST-2"), "--calibration_examples", "128"]),
+                 ("recover", ["--teacher_model", str(teacher), "--student_model", str(d / "decompose"),
+                              "--calibration_data", str(glue_copy / "SST-2"), "--calibration_examples", "256",
+                              "--max_steps", "8", "--eval_steps", "8", "--learning_rate", "1e-3"]),
+                 ("task-distill", ["--teacher_model", str(teacher), "--student_model", str(d / "recover"), *task,
+                                   "--pred_distill", "--max_steps", "10", "--max_train_examples", "320",
+                                   "--eval_step", "10", "--learning_rate", "1e-4"])]
+        for stage, args in steps:
+            r = run_cli(stage, *args, "--output_dir", str(d / stage), *FAST)
+            assert r.returncode == 0, f"{name} {stage}: {r.stderr}"
+        scores.append(json.loads((d / "task-distill/task_distill_summary.json").read_text())["dev"]["dev"]["score"])
+        model, _ = load_model(str(d / "task-distill"), "--model", CLASSIFIER)
+        with torch.no_grad():
+            logits.append(model.eval()(**batch).logits)
+    assert json.loads((tmp_path / "roberta/decompose/config.json").read_text())["family"] == "roberta"
+    assert scores[1] == pytest.approx(scores[0], abs=1e-9)
+    assert (logits[0] - logits[1]).abs().max() < 1e-4
+
+
 def test_roberta_task_model_scores_as_its_bert_original(sst2_teacher, glue_copy, tmp_path):
     """A fine-tuned teacher moved to RoBERTa's layout (its head included) scores the same on SST-2 dev."""
     roberta = transplant(sst2_teacher, "roberta", tmp_path / "roberta")
@@ -124,17 +184,23 @@ def test_dense_student_distils_layer_by_layer(sst2_teacher, glue_copy, tmp_path)
     assert AutoConfig.from_pretrained(str(out)).num_hidden_layers == 3
 
 
-@pytest.mark.parametrize("case", ["decompose_roberta", "gpt2", "layer_out_of_range", "heads_roberta", "layer_map"])
+@pytest.mark.parametrize("case", ["general_distill_roberta", "gpt2", "t5", "layer_out_of_range", "heads_roberta", "layer_map"])
 def test_bad_family_input_is_one_line(case, transplants, sst2_teacher, glue_copy, tmp_path):
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "num_layers": 2, "d_model": 64}))
     out = tmp_path / "out"
     args, expected = {
-        "decompose_roberta": (["decompose", "--teacher_model", str(transplants["roberta"]), "--rank_layer", "8",
-                               "--rank_dim", "32"], "a roberta model; decompose takes bert models (TD students keep BERT's embeddings and head)"),
+        "general_distill_roberta": (["general-distill", "--teacher_model", str(transplants["roberta"]),
+                                     "--student_model", str(transplants["roberta"]), "--pregenerated_data", str(tmp_path)],
+                                    "a roberta model; general-distill takes bert models (its students are masked-LM"),
         "gpt2": (["dense-student", "--teacher_model", str(gpt2), "--layer_stride", "2"],
                  "model_type is 'gpt2', not one xcompress reads"),
+        "t5": (["decompose", "--teacher_model", str(t5), "--rank_layer", "8", "--rank_dim", "32"],
+               "model_type is 't5', not one xcompress reads"),
         "layer_out_of_range": (["dense-student", "--teacher_model", str(transplants["distilbert"]), "--keep_layers",
                                 "0,6"], "--keep_layers 0,6: each teacher layer at most once, from 0 to 5"),
         "heads_roberta": (["dense-student", "--teacher_model", str(transplants["roberta"]), "--num_attention_heads",
@@ -174,7 +240,8 @@ PUBLISHED = {
                                   else n for n in PUBLISHED])
 def test_published_configs_build_models_the_table_reads(name, teacher_dir, tmp_path):
     """A randomly initialised model of each published config: the table finds every layer's maps at the config's
-    sizes, and dense-student halves its depth (ELECTRA's embedding projection included)."""
+    sizes, dense-student halves its depth (ELECTRA's embedding projection included), and decompose makes a TD
+    student with the family's embeddings that runs on real ids."""
     raw = dict(PUBLISHED[name])
     config = AutoConfig.for_model(raw.pop("model_type"), **raw)
     torch.manual_seed(0)
@@ -198,6 +265,14 @@ def test_published_configs_build_models_the_table_reads(name, teacher_dir, tmp_p
     assert r.returncode == 0, r.stderr
     student = AutoModel.from_pretrained(str(tmp_path / "student"))
     assert family_of(student).size(student.config, "num_layers") == depth // 2
+    r = run_cli("decompose", "--teacher_model", str(source), "--rank_layer", "8", "--rank_dim", "32", "--output_dir",
+                str(tmp_path / "td"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    td = AutoModel.from_pretrained(str(tmp_path / "td"), trust_remote_code=True).eval()
+    assert td.config.family == family.name and td.config.rank_dim == 32
+    with torch.no_grad():
+        hidden = td(**_batch(teacher_dir, False)).last_hidden_state
+    assert hidden.shape[-1] == width and torch.isfinite(hidden).all()
 
 
 def test_every_family_is_registered_with_its_classes():
