@@ -13,7 +13,7 @@ student layer from; `--keep_layers` takes a 0-based list. Width: `--intermediate
 (taylor on the task's training data with --task_name and --data_dir, else l1). Embeddings, pooler and head are the
 teacher's. The config records the teacher layer each student layer came from (`xcompress_teacher_layers`), which
 task-distill's layer map follows. Every family keeps fewer layers and a narrower FFN in its own config; fewer heads
-need per-layer sizes, stored for BERT teachers (`pruned_bert`).
+need per-layer sizes, stored as the family's pruned format (`pruned_roberta`, ...).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from torch import nn
 from corpora.glue import dev_files, get_task, task_dir, train_file
 from distill.classifier import evaluate_features, load_classifier
 from distill.task_data import load_features
-from modeling.families import STRUCTURED_FAMILIES, family_of
+from modeling.families import family_of
 from modeling.formats import CLASSIFIER, DENSE, ENCODER, TEACHER_LAYERS_KEY, is_task_model
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.params import encoder_params
@@ -106,10 +106,6 @@ def run(cfg: DenseStudentConfig) -> dict[str, Any]:
     if cfg.num_attention_heads is not None:
         if cfg.num_attention_heads > heads:
             raise InputError(f"--num_attention_heads {cfg.num_attention_heads}: the teacher has {heads} per layer")
-        if cfg.num_attention_heads < heads and family.name not in STRUCTURED_FAMILIES:
-            raise InputError(f"--num_attention_heads {cfg.num_attention_heads}: fewer heads are stored for "
-                             f"{', '.join(STRUCTURED_FAMILIES)} teachers only, not {family.name} (narrow its FFN or "
-                             "drop layers instead)")
     if cfg.intermediate_size is not None and cfg.intermediate_size > ffn:
         raise InputError(f"--intermediate_size {cfg.intermediate_size}: the teacher has {ffn} per layer")
     if (cfg.task_name is None) != (cfg.data_dir is None):

@@ -3,15 +3,16 @@
 Scores come from `importance.unit_importance`; a target is an average per layer (allocated over layers by
 score, or the same in every layer with `even`) or an explicit count per layer. Scoring and slicing find each
 layer's maps through the family table, so they work on every family (transformers 5 reshapes attention by head
-size, so fewer heads need nothing but narrower maps); a BERT model with per-layer sizes is saved as `pruned_bert`.
+size, so fewer heads need nothing but narrower maps); a model with per-layer sizes is saved in its family's
+pruned format (modeling/pruned.py: `pruned_bert`, `pruned_roberta`, ...).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from modeling.families import STRUCTURED_FAMILIES, family_of
-from modeling.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, PrunedBertModel
+from modeling.families import PARTS, family_of
+from modeling.pruned import PRUNED_CLASSES
 
 from .importance import Reducer, allocate_globally, top_indices
 
@@ -85,18 +86,17 @@ def slice_layers_(model: nn.Module, keep_heads: list[torch.Tensor], keep_ffn: li
 
 
 def prune_heads_and_ffn(model: nn.Module, keep_heads: list[torch.Tensor], keep_ffn: list[torch.Tensor]) -> nn.Module:
-    """Keep the given head and neuron indices of every layer; a BERT model becomes a PrunedBert one in place."""
-    old = model.config
-    if family_of(model).name not in STRUCTURED_FAMILIES:
-        raise ValueError(f"per-layer head and FFN sizes are stored for {', '.join(STRUCTURED_FAMILIES)} models only, "
-                         f"not {old.model_type}")
-    config = PrunedBertConfig.from_dict({**old.to_dict(), "model_type": PrunedBertConfig.model_type,
-                                         "layer_num_heads": [len(k) for k in keep_heads],
-                                         "layer_intermediate_sizes": [len(k) for k in keep_ffn]})
+    """Keep the given head and neuron indices of every layer; the model becomes its family's pruned one in place."""
+    old, family = model.config, family_of(model)
+    config_cls, encoder_cls, classifier_cls = PRUNED_CLASSES[family.name]
+    layout = {"layers": family.layers} | {p: family.parts[p] for p in PARTS if not p.endswith("_norm")}
+    config = config_cls.from_dict({**old.to_dict(), "model_type": config_cls.model_type,
+                                   "layer_num_heads": [len(k) for k in keep_heads],
+                                   "layer_intermediate_sizes": [len(k) for k in keep_ffn], "pruned_layout": layout})
     slice_layers_(model, keep_heads, keep_ffn)
     retarget_config_(model, config)
     # a subclass adding no state: the saved type is right
-    model.__class__ = PrunedBertForSequenceClassification if hasattr(model, "bert") else PrunedBertModel
+    model.__class__ = encoder_cls if model is family.encoder(model) else classifier_cls
     return model
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeling.families import STRUCTURED_FAMILIES, family_of
 from modeling.formats import DENSE, KIND_NAMES, PRUNED, TUCKER, kind_of
 from modeling.int8 import quantization_of
 from modeling.params import GROUPS
@@ -85,10 +84,6 @@ class PruningConfig:
         if quantization_of(model.config.to_dict()):
             raise ValueError("the model is quantized; prune before quantizing")
         if self.kind == "structured":
-            if (family := family_of(model)).name not in STRUCTURED_FAMILIES:
-                raise ValueError(f"structured pruning stores per-layer sizes for {', '.join(STRUCTURED_FAMILIES)} "
-                                 f"models, not {family.name} (a {family.name} model with fewer layers or a narrower "
-                                 "FFN: xcompress dense-student)")
             heads, ffn = current_sizes(model)
             zeros = [torch.zeros(n) for n in heads], [torch.zeros(n) for n in ffn]
             plan_counts(self.heads, zeros[0], self.even, "heads")

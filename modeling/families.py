@@ -126,9 +126,6 @@ def _classes(prefix: str, encoder: str = "Model") -> dict[str, str]:
             MASKED_LM: f"{prefix}ForMaskedLM"}
 
 
-# Families whose models keep per-layer head and FFN sizes after structured pruning (`pruned_bert`).
-STRUCTURED_FAMILIES = ("bert",)
-
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bert", ("bert",), "bert", "encoder.layer", _BERT_PARTS, _BERT_SIZES, _classes("Bert"),
            ("input_ids", "attention_mask", "token_type_ids"), ("classifier.", "pooler.", "bert.pooler.", "cls."),
@@ -168,7 +165,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "decompose": ALL_FAMILIES, "recover": ALL_FAMILIES, "general-distill": ("bert",),
     "fit-mlm-head": ("bert",), "augment": ("bert",),
     "dense-student": ALL_FAMILIES, "finetune": ALL_FAMILIES, "task-distill": ALL_FAMILIES,
-    "evaluate": ALL_FAMILIES, "prune --pruning_type structured": STRUCTURED_FAMILIES,
+    "evaluate": ALL_FAMILIES, "prune --pruning_type structured": ALL_FAMILIES,
     "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary (WordPiece)": ALL_FAMILIES,
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
 }
@@ -201,10 +198,12 @@ def family_named(model_type: str) -> Family | None:
 
 
 def family_of(model_or_config: Any, where: str = "model") -> Family:
-    """The family of a dense model, its config or its config.json dict; TD and pruned models are BERT's."""
+    """The family of a dense or pruned model, its config or its config.json dict; a TD model's layout is BERT's."""
     config = getattr(model_or_config, "config", model_or_config)
     model_type = config.get("model_type") if isinstance(config, dict) else config.model_type
-    fam = _BY_TYPE.get(model_type) or (FAMILIES["bert"] if model_type in ("tucker_bert", "pruned_bert") else None)
+    if model_type == "tucker_bert":  # its layers are BERT's whatever family its embeddings and head come from
+        model_type = "bert"
+    fam = _BY_TYPE.get(model_type.removeprefix("pruned_"))
     if fam is None:
         raise InputError(f"{where}: model_type is {model_type!r}, not an encoder family xcompress reads "
                          f"({', '.join(DENSE_MODEL_TYPES)})")

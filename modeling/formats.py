@@ -17,7 +17,7 @@ from stagekit.errors import InputError
 from .configuration_tucker_bert import TuckerBertConfig
 from .modeling_tucker_bert import TuckerBertForMaskedLM, TuckerBertForSequenceClassification, TuckerBertModel
 from .families import CLASSIFIER, ENCODER, FAMILIES, MASKED_LM, encoder_of  # noqa: F401  (roles and encoder_of: re-exported)
-from .pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, PrunedBertModel
+from .pruned import PRUNED_CLASSES
 
 # A config key: the word pieces kept by vocabulary pruning ({"original_size": n, "kept": k}).
 VOCABULARY_KEY = "xcompress_vocabulary"
@@ -51,11 +51,11 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture(TuckerBertConfig.model_type, TUCKER, TuckerBertConfig,
                  {ENCODER: TuckerBertModel, CLASSIFIER: TuckerBertForSequenceClassification,
                   MASKED_LM: TuckerBertForMaskedLM}),
-    Architecture(PrunedBertConfig.model_type, PRUNED, PrunedBertConfig,
-                 {ENCODER: PrunedBertModel, CLASSIFIER: PrunedBertForSequenceClassification}),
+    *(Architecture(config.model_type, PRUNED, config, {ENCODER: encoder, CLASSIFIER: classifier})
+      for config, encoder, classifier in PRUNED_CLASSES.values()),
 )}
 
-KIND_NAMES = {DENSE: "a dense encoder", TUCKER: "a TD model", PRUNED: "a pruned BERT"}
+KIND_NAMES = {DENSE: "a dense encoder", TUCKER: "a TD model", PRUNED: "a pruned encoder"}
 
 
 def architecture_of(config: Any, where: str, kinds: tuple[str, ...] | None = None) -> Architecture:

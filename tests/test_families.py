@@ -148,6 +148,36 @@ def test_roberta_td_student_takes_the_task_route_as_its_bert_original(sst2_teach
     assert (logits[0] - logits[1]).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra"])
+def test_structured_pruning_of_every_family(transplants, teacher_dir, tmp_path, family):
+    """Heads and FFN neurons pruned by magnitude from a transplant: the same units as from the BERT original, the same
+    outputs, saved in the family's own pruned format (`pruned_<family>`) that xcompress loads back; dense-student with
+    fewer heads writes it too."""
+    from compress.pruning import PruningConfig, prune_
+    from distill.checkpoint import save_model_dir
+    from modeling.formats import ENCODER, PRUNED, kind_of
+    from modeling.loading import load_model
+
+    batch = _batch(teacher_dir, False)
+    mask = batch["attention_mask"].bool()
+    outputs = []
+    for name, source in (("bert", teacher_dir), (family, transplants[family])):
+        model, _ = load_model(str(source), "--model", ENCODER)
+        kept = prune_(model.eval(), PruningConfig(importance="l1", heads=6, ffn_size=768))
+        save_model_dir(model, tmp_path / name, [source / "vocab.txt"])
+        again, _ = load_model(str(tmp_path / name), "--model", ENCODER)
+        assert kind_of(again) == PRUNED and again.config.model_type == f"pruned_{name}"
+        assert family_of(again).layer_sizes(again) == (kept["layer_num_heads"], kept["layer_intermediate_sizes"])
+        with torch.no_grad():
+            outputs.append(again.eval()(**family_of(again).model_inputs(batch)).last_hidden_state)
+    assert (outputs[0] - outputs[1])[mask].abs().max() < 1e-5
+    r = run_cli("dense-student", "--teacher_model", str(transplants[family]), "--layer_stride", "2",
+                "--num_attention_heads", "6", "--output_dir", str(tmp_path / "dense"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    student = AutoModel.from_pretrained(str(tmp_path / "dense"), trust_remote_code=True)
+    assert student.config.model_type == f"pruned_{family}" and family_of(student).layer_sizes(student)[0] == [6] * 3
+
+
 def test_roberta_task_model_scores_as_its_bert_original(sst2_teacher, glue_copy, tmp_path):
     """A fine-tuned teacher moved to RoBERTa's layout (its head included) scores the same on SST-2 dev."""
     roberta = transplant(sst2_teacher, "roberta", tmp_path / "roberta")
@@ -204,7 +234,7 @@ def test_bad_family_input_is_one_line(case, transplants, sst2_teacher, glue_copy
         "layer_out_of_range": (["dense-student", "--teacher_model", str(transplants["distilbert"]), "--keep_layers",
                                 "0,6"], "--keep_layers 0,6: each teacher layer at most once, from 0 to 5"),
         "heads_roberta": (["dense-student", "--teacher_model", str(transplants["roberta"]), "--num_attention_heads",
-                           "6"], "fewer heads are stored for bert teachers only, not roberta"),
+                           "13"], "--num_attention_heads 13: the teacher has 12 per layer"),
         "layer_map": (["task-distill", "--teacher_model", str(sst2_teacher), "--student_model", str(sst2_teacher),
                        "--task_name", "SST-2", "--data_dir", str(glue_copy), "--stage", "intermediate",
                        "--layer_map", "1,2,3,4,5,7"], "--layer_map 1,2,3,4,5,7: needs 6 teacher layers"),

@@ -1,6 +1,7 @@
 """Every model directory xcompress writes loads in plain transformers: a process where importing any of xcompress's
 packages fails builds it from the code copied beside its weights (`trust_remote_code=True`) and gives the same
-logits as xcompress's own loader: TD, pruned and dense models, fp32, bf16 and int8, and a vocabulary-pruned TD model."""
+logits as xcompress's own loader: TD, pruned and dense models, fp32, bf16 and int8, a vocabulary-pruned TD model, and
+the TD and pruned formats of other families (RoBERTa, DistilBERT: the embedded teacher transplanted)."""
 from __future__ import annotations
 
 import copy
@@ -25,7 +26,7 @@ PLAIN = """
 import importlib.abc, json, sys
 class Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {"modeling", "stagekit", "distill", "compress", "decompose", "corpora", "pregenerate"}:
+        if name.split(".")[0] in {"modeling", "stagekit", "distill", "compress", "decompose", "corpora", "pregenerate", "tasks"}:
             raise ImportError("xcompress is not installed here: " + name)
 sys.meta_path.insert(0, Blocked())
 import torch
@@ -59,7 +60,9 @@ def _with_tokenizer(model, source: Path, target: Path, quantized: bool = False) 
 def model_dirs(td_student, teacher_dir, tmp_path_factory) -> dict[str, Path]:
     from compress.prune_structured import prune_heads_and_ffn
     from compress.prune_vocabulary import prune_embeddings_, write_tokenizer
+    from decompose.convert import factorize_teacher
     from modeling.int8 import quantize_
+    from tests.transplants import transplant
 
     root = tmp_path_factory.mktemp("remote")
     torch.manual_seed(0)  # the fresh classification heads
@@ -80,6 +83,12 @@ def model_dirs(td_student, teacher_dir, tmp_path_factory) -> dict[str, Path]:
     dirs["pruned"] = _with_tokenizer(dense, teacher_dir, root / "pruned")
     dirs["pruned int8"] = _with_tokenizer(quantize_(copy.deepcopy(dense)), teacher_dir, root / "pruned-int8",
                                           quantized=True)
+    for family in ("roberta", "distilbert"):
+        source = transplant(teacher_dir, family, root / f"{family}-source")
+        model, _ = load_model(str(source), "--model", CLASSIFIER, config_updates={"num_labels": 2}, new_head=True)
+        dirs[f"TD {family}"] = _with_tokenizer(factorize_teacher(model, 36, 192)[0], source, root / f"td-{family}")
+        prune_heads_and_ffn(model, [torch.arange(8)] * 6, [torch.arange(768)] * 6)
+        dirs[f"pruned {family}"] = _with_tokenizer(model, source, root / f"pruned-{family}")
     return dirs
 
 
