@@ -113,7 +113,7 @@ def interleaved_latency(models: dict[str, tuple[Path, Path]], rounds: int = 3, r
     from compress.onnx_export import FP32_FILE, INT8_FILE, OnnxClassifier
     from compress.quantize import BF16_DIR
     from corpora.glue import get_task
-    from distill.classifier import load_classifier
+    from tasks.classifier import load_classifier
 
     task = get_task("SST-2")
     threads = torch.get_num_threads()

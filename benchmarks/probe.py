@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from corpora.glue import TASKS, dev_files, get_task, train_file  # noqa: E402
-from distill.metrics import glue_metrics  # noqa: E402
-from distill.task_data import load_features  # noqa: E402
 from modeling.formats import CLASSIFIER  # noqa: E402
 from modeling.loading import load_model, load_tokenizer  # noqa: E402
+from tasks.features import load_features  # noqa: E402
+from tasks.metrics import glue_metrics  # noqa: E402
 
 PENALTIES = (10.0, 100.0, 1000.0)  # ridge strengths tried; the best dev score is kept (an upper bound of a probe)
 

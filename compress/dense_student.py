@@ -26,8 +26,6 @@ import torch
 from torch import nn
 
 from corpora.glue import dev_files, get_task, task_dir, train_file
-from distill.classifier import evaluate_features, load_classifier
-from distill.task_data import load_features
 from modeling.families import family_of
 from modeling.formats import CLASSIFIER, DENSE, ENCODER, TEACHER_LAYERS_KEY, is_task_model
 from modeling.loading import inspect_model, load_model, load_tokenizer
@@ -36,6 +34,8 @@ from stagekit.atomic import atomic_output_dir, check_output_dir
 from stagekit.errors import InputError
 from stagekit.options import at_least, option
 from stagekit.outputs import finish_stage
+from tasks.classifier import evaluate_features, load_classifier
+from tasks.features import load_features
 
 from .importance import unit_importance
 from .prune_structured import (current_sizes, head_ffn_reducer, keep_indices, prune_heads_and_ffn, retarget_config_,

@@ -30,9 +30,6 @@ import numpy as np
 
 from corpora.glue import dev_files, get_task, read_examples, submission_files, task_dir, train_file
 from distill.checkpoint import publish_model, save_model_dir
-from distill.classifier import evaluate_features, load_classifier, predict_logits, predictions
-from distill.metrics import glue_metrics
-from distill.task_data import load_features
 from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
 from modeling.loading import load_tokenizer
 from modeling.params import GROUPS
@@ -40,6 +37,9 @@ from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_di
 from stagekit.errors import InputError
 from stagekit.options import option
 from stagekit.outputs import tokenizer_files as tokenizer_files_of
+from tasks.classifier import evaluate_features, load_classifier, predict_logits, predictions
+from tasks.features import load_features
+from tasks.metrics import glue_metrics
 
 from .measure import parameter_counts, size_on_disk
 from .prune_unstructured import compressed_size, sparsity

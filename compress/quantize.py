@@ -25,9 +25,6 @@ import numpy as np
 import torch
 
 from corpora.glue import dev_files, get_task
-from distill.classifier import evaluate_features, load_classifier, predictions
-from distill.metrics import glue_metrics
-from distill.task_data import load_features
 from modeling.formats import CLASSIFIER
 from modeling.int8 import QuantizationConfig, is_quantized, quantization_of, quantize_, save_quantized
 from modeling.loading import load_model, load_tokenizer
@@ -36,6 +33,9 @@ from stagekit.errors import InputError
 from stagekit.model_paths import read_config_dict, resolve_model_dir
 from stagekit.options import option
 from stagekit.outputs import copy_tokenizer, finish_stage
+from tasks.classifier import evaluate_features, load_classifier, predictions
+from tasks.features import load_features
+from tasks.metrics import glue_metrics
 
 from .measure import MeasurementSettings, cpu_has_bf16, cpu_latency, parameter_counts, size_on_disk
 

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from corpora.glue import dev_files, get_task
-from distill.classifier import evaluate_features, load_classifier
-from distill.task_data import load_features
 from modeling.loading import load_tokenizer
 from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
 from stagekit.errors import InputError
 from stagekit.options import option
+from tasks.classifier import evaluate_features, load_classifier
+from tasks.features import load_features
 
 from .measure import MeasurementSettings, cpu_latency, parameter_counts, size_on_disk
 

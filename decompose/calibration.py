@@ -8,7 +8,6 @@ text per line). It is tokenized with the teacher's tokenizer, shuffled with the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from corpora.glue import TASKS, read_examples
+from corpora.pregenerated import PregeneratedEpochs, epoch_shards
 from modeling.families import family_of
 from modeling.stacking import block_layout
 from stagekit.errors import InputError
@@ -36,8 +36,11 @@ def read_sequences(path: str, flag: str, tokenizer, max_seq_length: int, needed:
     if not source.exists():
         raise InputError(f"{flag} {path}: no such file or directory")
     shuffle = random.Random(seed).shuffle
-    if source.is_dir() and any(source.glob("epoch_*.json")):
-        sequences = list(_pregenerated(source, flag, tokenizer, max_seq_length))
+    if source.is_dir() and epoch_shards(source):
+        epochs = PregeneratedEpochs(source, tokenizer.get_vocab(), flag)
+        sequences = [{"input_ids": ids[:max_seq_length], "token_type_ids": types[:max_seq_length]}
+                     for ids, types in epochs.texts(0)]
+        epochs.close()
         shuffle(sequences)
     else:
         if source.is_dir() and (source / f"{split}.tsv").is_file():
@@ -70,23 +73,6 @@ def hold_out(sequences: list, fit_examples: int, held_out_examples: int, flag: s
         raise InputError(f"{flag} {path}: {len(sequences)} sequence(s), too few to fit on and hold some out "
                          "(give a few hundred sentences)")
     return sequences[held:held + fit_examples], sequences[:held]
-
-
-def _pregenerated(directory: Path, flag: str, tokenizer, max_seq_length: int) -> Iterator[dict[str, list[int]]]:
-    vocab = tokenizer.get_vocab()
-    path = sorted(directory.glob("epoch_*.json"))[0]
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                row = json.loads(line)
-                tokens = list(row["tokens"])
-                for pos, word in zip(row["masked_lm_positions"], row["masked_lm_labels"]):
-                    tokens[pos] = word
-                ids = [vocab[t] for t in tokens[:max_seq_length]]
-            except (ValueError, KeyError, TypeError, IndexError) as e:
-                raise InputError(f"{flag} {path}:{n}: not a pre-generated example of this vocabulary "
-                                 f"({e.__class__.__name__}: {e})") from e
-            yield {"input_ids": ids, "token_type_ids": list(row.get("segment_ids", [0] * len(tokens)))[:len(ids)]}
 
 
 def batches(sequences: list[dict[str, list[int]]], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:

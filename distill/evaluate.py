@@ -20,9 +20,8 @@ from modeling.loading import load_tokenizer
 from stagekit.atomic import write_json
 from stagekit.errors import InputError
 from stagekit.options import option
-
-from .classifier import dev_evaluation, load_classifier, predict_logits, predictions
-from .task_data import load_features
+from tasks.classifier import dev_evaluation, load_classifier, predict_logits, predictions
+from tasks.features import load_features
 
 
 @dataclasses.dataclass

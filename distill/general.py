@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from corpora.pregenerated import PregeneratedEpochs, read_vocab_ids
 from modeling.formats import DENSE, ENCODER, TUCKER
 from modeling.loading import inspect_model, load_model
 from stagekit.allocator import in_use as allocator_in_use
@@ -34,7 +35,6 @@ from stagekit.options import above, at_least, between, option
 from stagekit.outputs import tokenizer_files
 
 from .checkpoint import checkpoint_dirs, load_training_state, parameter_checksum, publish_model, save_checkpoint
-from .data import PregeneratedEpochs, read_vocab_ids
 from .dist import Distributed
 from .flags import check_training_flags
 from .loop import accumulate, micro_batch_size, optimizer_for, optimizer_step, write_log

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from corpora.pregenerated import PregeneratedEpochs, rank_permutation, read_vocab_ids
 from modeling.formats import DENSE, MASKED_LM
 from modeling.loading import inspect_model, load_model
 from stagekit.atomic import atomic_output_dir, check_output_dir
@@ -31,7 +32,6 @@ from stagekit.options import above, at_least, between, option
 from stagekit.outputs import finish_stage, tokenizer_files
 
 from .checkpoint import write_model_files
-from .data import PregeneratedEpochs, rank_permutation, read_vocab_ids
 from .flags import check_training_flags
 from .loop import optimizer_for, optimizer_step
 

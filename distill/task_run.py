@@ -18,13 +18,13 @@ from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_di
 from stagekit.errors import InputError
 from stagekit.options import above, at_least, between, option
 from stagekit.outputs import tokenizer_files
+from tasks.classifier import dev_evaluation, load_classifier
+from tasks.features import load_features
 
 from .checkpoint import publish_model
-from .classifier import dev_evaluation, load_classifier
 from .dist import Distributed
 from .flags import check_training_flags
 from .sparsity import SparsityMask
-from .task_data import load_features
 from .task_training import LoopSettings, Phase, run_phase
 
 

@@ -20,14 +20,14 @@ from torch import nn
 from tqdm import tqdm
 
 from corpora.glue import GlueTask
+from corpora.pregenerated import rank_permutation
+from tasks.classifier import dev_evaluation
+from tasks.features import TaskFeatures
 
 from .checkpoint import save_model_dir
-from .classifier import dev_evaluation
-from .data import rank_permutation
 from .dist import Distributed
 from .loop import accumulate, micro_batch_size, optimizer_for, optimizer_step, write_log
 from .losses import DistillationLoss
-from .task_data import TaskFeatures
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -17,8 +17,8 @@ BF16_LOGIT_TOLERANCE = 0.1  # max |logit difference| of a bf16 copy against its 
 
 def _features(model_dir, glue, split, n=None):
     from corpora.glue import dev_files, get_task, train_file
-    from distill.task_data import load_features
     from modeling.loading import load_tokenizer
+    from tasks.features import load_features
 
     task = get_task("SST-2")
     path = dev_files(task, glue)[0] if split == "dev" else train_file(task, glue, aug=False)
@@ -31,7 +31,7 @@ def _batches(features, size=32):
 
 
 def _load(model_dir, task):
-    from distill.classifier import load_classifier
+    from tasks.classifier import load_classifier
 
     return load_classifier(str(model_dir), "--model", task, need_task_model=True)[0]
 
@@ -42,7 +42,7 @@ def test_structured_pruning_removes_rows_and_taylor_scores_matter(sst2_teacher, 
     from compress.prune_structured import head_ffn_reducer, prune_heads_and_ffn
     from compress.pruning import PruningConfig, prune_
     from distill.checkpoint import save_model_dir
-    from distill.classifier import evaluate_features
+    from tasks.classifier import evaluate_features
 
     task, train = _features(sst2_teacher, glue_copy, "train", 256)
     _, dev = _features(sst2_teacher, glue_copy, "dev")
@@ -299,9 +299,9 @@ def test_training_stages_refuse_int8_and_bf16_models(int8_teacher, td_student, g
 @pytest.mark.slow
 def test_vocabulary_pruning_keeps_every_prediction_on_the_task_text(sst2_teacher, glue_copy, tmp_path):
     from corpora.glue import get_task, read_examples
-    from distill.classifier import predict_logits
-    from distill.task_data import encode
     from modeling.loading import load_tokenizer
+    from tasks.classifier import predict_logits
+    from tasks.features import encode
 
     out = tmp_path / "vocab"
     assert main(["prune", "--model", str(sst2_teacher), "--task_name", "SST-2", "--data_dir", str(glue_copy),

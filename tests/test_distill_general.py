@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertModel
 
-from distill.data import PregeneratedEpochs, read_vocab_ids
+from corpora.pregenerated import PregeneratedEpochs, read_vocab_ids
 from distill.losses import DistillationLoss, attention_loss, layer_map
 from distill.teacher import ScoringTeacher
 from modeling import TuckerBertModel

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from corpora.glue import TASKS, dev_files, get_task, read_examples, submission_files, train_file
-from distill.metrics import collapse, glue_metrics, matthews_corrcoef
 from stagekit.errors import InputError
+from tasks.metrics import collapse, glue_metrics, matthews_corrcoef
 from tests.conftest import REPO
 
 GLUE = REPO / "data/glue_data"

@@ -13,8 +13,9 @@ ALLOWED = {
     "corpora": {"stagekit"},
     "pregenerate": {"stagekit"},
     "decompose": {"stagekit", "modeling", "corpora"},
-    "distill": {"stagekit", "modeling", "corpora", "decompose"},
-    "compress": {"stagekit", "modeling", "corpora", "decompose", "distill"},
+    "tasks": {"stagekit", "modeling", "corpora"},
+    "distill": {"stagekit", "modeling", "corpora", "decompose", "tasks"},
+    "compress": {"stagekit", "modeling", "corpora", "decompose", "tasks", "distill"},
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.data import PregeneratedEpochs, read_vocab_ids
+from corpora.pregenerated import PregeneratedEpochs, read_vocab_ids
 from pregenerate.sources import iter_documents
 from stagekit.cli import main
 from tests import wiki_twins

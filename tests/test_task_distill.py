@@ -45,9 +45,9 @@ def _untrained_head_score(model_dir, glue):
     import torch
 
     from corpora.glue import dev_files, get_task
-    from distill.classifier import evaluate_features, load_classifier
-    from distill.task_data import load_features
     from modeling.loading import load_tokenizer
+    from tasks.classifier import evaluate_features, load_classifier
+    from tasks.features import load_features
 
     task = get_task("SST-2")
     torch.manual_seed(0)

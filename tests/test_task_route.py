@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from corpora.glue import get_task
-from distill.classifier import load_classifier
 from stagekit.cli import main
+from tasks.classifier import load_classifier
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.slow  # the fine-tuned SST-2 teacher is trained first

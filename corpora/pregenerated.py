@@ -4,11 +4,14 @@ Training epoch i reads `epoch_{i mod E}.json`. Lines are located through `epoch_
 `xcompress pregenerate`) or, for data made by other tools, by one scan of the file that keeps only the
 offsets. The order of an epoch is a permutation drawn from (seed, epoch); rank r of W takes every W-th
 example of it, so every step's batch is known without reading what came before (resume jumps straight to it).
+The one reader of the format: general distillation and fit-mlm-head batch it, decompose and recover calibrate on
+its text (`texts`).
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +33,19 @@ class PregeneratedEpochs:
     SLURM pregeneration array writes them): epoch i is then the concatenation of every shard's epoch i.
     """
 
-    def __init__(self, directory: str | Path, vocab: dict[str, int]):
-        self.directory = Path(directory)
+    def __init__(self, directory: str | Path, vocab: dict[str, int], flag: str = "--pregenerated_data"):
+        self.directory, self.flag = Path(directory), flag
         if not self.directory.is_dir():
-            raise InputError(f"--pregenerated_data {directory}: no such directory")
-        shards = [self.directory] if _epoch_numbers(self.directory) else sorted(
-            d for d in self.directory.iterdir() if d.is_dir() and _epoch_numbers(d))
+            raise InputError(f"{flag} {directory}: no such directory")
+        shards = epoch_shards(self.directory)
         if not shards:
-            raise InputError(f"--pregenerated_data {directory}: no epoch_*.json files (nor shard directories with them)")
+            raise InputError(f"{flag} {directory}: no epoch_*.json files (nor shard directories with them)")
         numbers = _epoch_numbers(shards[0])
         if numbers != list(range(len(numbers))):
-            raise InputError(f"--pregenerated_data {shards[0]}: epochs {numbers} are not numbered 0..{len(numbers) - 1}")
+            raise InputError(f"{flag} {shards[0]}: epochs {numbers} are not numbered 0..{len(numbers) - 1}")
         for shard in shards[1:]:
             if _epoch_numbers(shard) != numbers:
-                raise InputError(f"--pregenerated_data {shard}: epochs {_epoch_numbers(shard)} differ from "
+                raise InputError(f"{flag} {shard}: epochs {_epoch_numbers(shard)} differ from "
                                  f"{shards[0].name}'s {numbers} (every shard needs the same epochs)")
         # parts[i]: the files that together make epoch i
         self.parts = [[shard / f"epoch_{i}.json" for shard in shards] for i in numbers]
@@ -64,11 +66,11 @@ class PregeneratedEpochs:
             if index.is_file():
                 offsets = np.fromfile(index, dtype="<u8")
                 if offsets[-1] != path.stat().st_size:
-                    raise InputError(f"--pregenerated_data {index}: index does not match {path.name} (stale or truncated)")
+                    raise InputError(f"{self.flag} {index}: index does not match {path.name} (stale or truncated)")
             else:
                 offsets = _scan_offsets(path)
             if len(offsets) < 2:
-                raise InputError(f"--pregenerated_data {path}: no training examples")
+                raise InputError(f"{self.flag} {path}: no training examples")
             self._offsets[i, part] = offsets
         return self._offsets[i, part]
 
@@ -107,7 +109,7 @@ class PregeneratedEpochs:
             if not isinstance(tokens, list) or len(tokens) != len(segments) or not tokens:
                 raise ValueError("tokens and segment_ids must be non-empty lists of equal length")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
-            raise InputError(f"--pregenerated_data {path}:{line + 1}: corrupt line ({e})") from e
+            raise InputError(f"{self.flag} {path}:{line + 1}: corrupt line ({e})") from e
         return record
 
     def example_ids(self, epoch: int, seed: int, rank: int, world_size: int) -> np.ndarray:
@@ -126,7 +128,7 @@ class PregeneratedEpochs:
             try:
                 token_ids = [self.vocab[t] for t in r["tokens"]]
             except KeyError as e:
-                raise InputError(f"--pregenerated_data {self._where(epoch, k)}: token {e} "
+                raise InputError(f"{self.flag} {self._where(epoch, k)}: token {e} "
                                  "is not in the student's vocabulary (data made with another vocabulary?)") from e
             n = len(token_ids)
             input_ids[row, :n] = torch.tensor(token_ids)
@@ -144,9 +146,22 @@ class PregeneratedEpochs:
                 positions, words = r["masked_lm_positions"], r["masked_lm_labels"]
                 labels[row, positions] = torch.tensor([self.vocab[w] for w in words], dtype=torch.long)
             except (KeyError, IndexError, TypeError, RuntimeError) as e:
-                raise InputError(f"--pregenerated_data {self._where(epoch, k)}: bad masked-LM "
+                raise InputError(f"{self.flag} {self._where(epoch, k)}: bad masked-LM "
                                  f"positions or labels ({e.__class__.__name__}: {e})") from e
         return labels
+
+    def texts(self, epoch: int = 0) -> Iterator[tuple[list[int], list[int]]]:
+        """Every example of an epoch in file order with its masked tokens put back: (token ids, segment ids)."""
+        for k in range(self.num_examples(epoch)):
+            r = self._line(epoch, k)
+            try:
+                tokens = list(r["tokens"])
+                for pos, word in zip(r["masked_lm_positions"], r["masked_lm_labels"]):
+                    tokens[pos] = word
+                yield [self.vocab[t] for t in tokens], list(r["segment_ids"])
+            except (KeyError, IndexError, TypeError) as e:
+                raise InputError(f"{self.flag} {self._where(epoch, k)}: not a pre-generated example of this "
+                                 f"vocabulary ({e.__class__.__name__}: {e})") from e
 
     def _where(self, epoch: int, k) -> str:
         i, part, line = self._locate(epoch, int(k))
@@ -164,6 +179,13 @@ def rank_permutation(n: int, seed: int, epoch: int, rank: int, world_size: int) 
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g).numpy()
     return order[rank::world_size][:n // world_size]
+
+
+def epoch_shards(directory: Path) -> list[Path]:
+    """The directories holding a pre-generated directory's epochs: itself, or its shard subdirectories."""
+    if _epoch_numbers(directory):
+        return [directory]
+    return sorted(d for d in directory.iterdir() if d.is_dir() and _epoch_numbers(d))
 
 
 def _epoch_numbers(directory: Path) -> list[int]:

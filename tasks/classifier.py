@@ -8,7 +8,7 @@ an encoder that gets a fresh classification head for the task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,9 +20,18 @@ from modeling.int8 import quantization_of
 from modeling.loading import inspect_model, load_model
 from stagekit.errors import InputError
 
-from .dist import Distributed
+from .features import TaskFeatures
 from .metrics import collapse, glue_metrics
-from .task_data import TaskFeatures
+
+
+class Distributed(Protocol):
+    """What predicting on several ranks needs of the distributed shim (distill/dist.py)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def all_gather_object(self, obj: Any) -> list[Any]: ...
 
 
 def task_config_fields(task: GlueTask) -> dict[str, Any]:
