@@ -43,7 +43,8 @@ from tasks.metrics import glue_metrics
 
 from .measure import parameter_counts, size_on_disk
 from .prune_unstructured import compressed_size, sparsity
-from .prune_vocabulary import check_same_pieces, prune_embeddings_, tokenizer_model, used_pieces, write_tokenizer
+from .prune_vocabulary import (check_same_pieces, prune_embeddings_, tokenizer_model, used_pieces, vocabulary_closure,
+                               write_tokenizer)
 from .pruning import KINDS, PruningConfig, prune_
 
 WEIGHTS = "model.safetensors"
@@ -187,9 +188,9 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
             raise InputError(f"--model {cfg.model}, setting {name}: {e}") from e
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     tokenizer = load_tokenizer(model_dir, "--model")
-    if cfg.pruning_type == "vocabulary" and (kind := tokenizer_model(tokenizer)) != "WordPiece":
-        raise InputError(f"--model {cfg.model}: its tokenizer is {kind}; vocabulary pruning keeps WordPiece "
-                         "vocabularies (byte-level BPE and SentencePiece are not pruned yet)")
+    if cfg.pruning_type == "vocabulary" and (kind := tokenizer_model(tokenizer)) not in ("WordPiece", "BPE", "Unigram"):
+        raise InputError(f"--model {cfg.model}: its tokenizer is {kind}; vocabulary pruning reads WordPiece, BPE and "
+                         "Unigram (SentencePiece) tokenizers")
     dev = load_features(task, dev_files(task, cfg.data_dir)[0], tokenizer, cfg.max_seq_length)
     texts = _task_texts(task, cfg.data_dir) if cfg.pruning_type == "vocabulary" else []
     importance = None
@@ -259,7 +260,7 @@ def _prune_vocabulary(cfg: PruneConfig, task, model, model_dir: Path, tokenizer,
     text, which the summary shows: texts split differently and the largest dev logit change, both 0)."""
     original_logits = predict_logits(model, dev, cfg.eval_batch_size)
     original = _row("original", model, model_dir, _metrics(task, original_logits, dev))
-    keep = used_pieces(tokenizer, texts)
+    keep = vocabulary_closure(tokenizer, used_pieces(tokenizer, texts))
     record = prune_embeddings_(model, keep)
     model.save_pretrained(work)
     write_tokenizer(tokenizer, keep, model_dir, work)

@@ -53,10 +53,6 @@ def sparsity(model: nn.Module) -> dict[str, dict[str, float]]:
     return report
 
 
-def group_names(model: nn.Module) -> list[str]:
-    return sorted(_grouped(model))
-
-
 def compressed_size(weights_file: Path) -> int:
     """Bytes of the weights file gzip-compressed: what sparsity saves when the model is shipped."""
     tmp = weights_file.with_name(f".{weights_file.name}.gz-measure")

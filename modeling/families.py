@@ -166,7 +166,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "fit-mlm-head": ("bert",), "augment": ("bert",),
     "dense-student": ALL_FAMILIES, "finetune": ALL_FAMILIES, "task-distill": ALL_FAMILIES,
     "evaluate": ALL_FAMILIES, "prune --pruning_type structured": ALL_FAMILIES,
-    "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary (WordPiece)": ALL_FAMILIES,
+    "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary": ALL_FAMILIES,
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
 }
 WHY_NOT = {

@@ -17,11 +17,6 @@ BLOCK_TYPE.update({k: "FFN_in" for k in FFN_KINDS[:4]})
 BLOCK_TYPE.update({k: "FFN_out" for k in FFN_KINDS[4:]})
 
 
-def block_kinds(ops: str) -> tuple[str, ...]:
-    """The block kinds of one layer for `ops`, in stacking order."""
-    return OPS[ops]
-
-
 def block_layout(num_layers: int, ops: str) -> list[tuple[int, str]]:
     """(layer, kind) of every stacked block; the list index is the block's row in the stack and in P."""
     return [(layer, kind) for layer in range(num_layers) for kind in OPS[ops]]

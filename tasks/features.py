@@ -1,4 +1,4 @@
-"""GLUE examples as model inputs: WordPiece ids from the model directory's own tokenizer, truncated to
+"""GLUE examples as model inputs: piece ids from the model directory's own tokenizer, truncated to
 `max_seq_length` (longest sequence first, as BERT does), padded per batch to the batch's longest row.
 """
 from __future__ import annotations

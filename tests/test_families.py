@@ -321,9 +321,17 @@ def test_the_families_page_is_generated_from_the_table():
     assert families_page(page.read_text()) == page.read_text(), "docs/families.md is stale (run `make docs`)"
 
 
+def _tokenizer_text(glue_copy: Path) -> list[str]:
+    """What the test tokenizers learn their pieces from: 20,000 SST-2 sentences and the sentences of STS-B (news and
+    captions), so their vocabularies hold pieces that SST-2's text never uses."""
+    sst2 = [line.split("\t")[0] for line in (glue_copy / "SST-2/train.tsv").read_text().splitlines()[1:20001]]
+    stsb = [s for line in (glue_copy / "STS-B/train.tsv").read_text().splitlines()[1:] for s in line.split("\t")[7:9]]
+    return sst2 + stsb
+
+
 @pytest.fixture(scope="module")
 def bpe_roberta(tmp_path_factory, glue_copy) -> Path:
-    """A small RoBERTa with its own byte-level BPE (3,000 pieces trained on SST-2's training sentences), fine-tuned
+    """A small RoBERTa with its own byte-level BPE (3,000 pieces learnt from SST-2 and STS-B sentences), fine-tuned
     on SST-2: the tokenizer paths are real, not WordPiece in disguise."""
     from tokenizers import ByteLevelBPETokenizer
     from tokenizers.processors import RobertaProcessing
@@ -332,7 +340,7 @@ def bpe_roberta(tmp_path_factory, glue_copy) -> Path:
     from stagekit.cli import main
 
     base = tmp_path_factory.mktemp("bpe") / "roberta-bpe"
-    rows = [line.split("\t")[0] for line in (glue_copy / "SST-2/train.tsv").read_text().splitlines()[1:20001]]
+    rows = _tokenizer_text(glue_copy)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(rows, vocab_size=3000, min_frequency=2,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
@@ -353,8 +361,8 @@ def bpe_roberta(tmp_path_factory, glue_copy) -> Path:
 
 
 def test_a_roberta_with_its_own_bpe_through_the_stages(bpe_roberta, glue_copy, tmp_path):
-    """Byte-level BPE from the model directory through finetune, dense-student, both phases of task distillation and
-    int8; vocabulary pruning, WordPiece-only, refuses it in one line."""
+    """Byte-level BPE from the model directory through finetune, dense-student, both phases of task distillation,
+    int8 and vocabulary pruning (merges kept consistent)."""
     from modeling.loading import load_tokenizer
 
     tok = load_tokenizer(bpe_roberta, "--model")
@@ -379,7 +387,46 @@ def test_a_roberta_with_its_own_bpe_through_the_stages(bpe_roberta, glue_copy, t
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "int8/quantize_summary.json").read_text())["rows"]
     assert abs(rows[1]["dev"]["score"] - rows[0]["dev"]["score"]) < 0.05
-    r = run_cli("prune", "--model", str(bpe_roberta), "--pruning_type", "vocabulary", "--task_name", "SST-2",
-                "--data_dir", str(glue_copy), "--output_dir", str(tmp_path / "vocab"))
-    assert r.returncode == 2 and "its tokenizer is BPE; vocabulary pruning keeps WordPiece" in r.stderr
-    assert not (tmp_path / "vocab").exists()
+    _prunes_its_vocabulary_exactly(bpe_roberta, glue_copy, tmp_path / "vocab")
+
+
+def _prunes_its_vocabulary_exactly(model: Path, glue_copy: Path, out: Path) -> dict:
+    """Vocabulary pruning on the task's text: fewer pieces, the same splits and logits on that text, a tokenizer that
+    loads (BPE merges consistent) and still encodes text it never saw."""
+    r = run_cli("prune", "--model", str(model), "--pruning_type", "vocabulary", "--task_name", "SST-2",
+                "--data_dir", str(glue_copy), "--output_dir", str(out), *FAST)
+    assert r.returncode == 0, r.stderr
+    row = json.loads((out / "prune_summary.json").read_text())["rows"][0]
+    assert row["texts_split_differently"] == 0 and row["max_dev_logit_change"] < 1e-5
+    assert row["vocabulary"]["kept"] < row["vocabulary"]["original_size"]
+    tok = load_tokenizer(out, "--model")
+    unseen = tok("zygote quixotically xylophones")["input_ids"]
+    assert len(unseen) > 3 and max(unseen) < row["vocabulary"]["kept"]
+    return row
+
+
+def test_xlm_roberta_with_a_sentencepiece_unigram_prunes_its_vocabulary(glue_copy, tmp_path):
+    """An XLM-R model with its own SentencePiece Unigram tokenizer (trained on SST-2's sentences; the model's task head
+    untrained): vocabulary pruning keeps the pieces SST-2 uses and splits every text as before."""
+    from tokenizers import SentencePieceUnigramTokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    sp = SentencePieceUnigramTokenizer()
+    rows = _tokenizer_text(glue_copy)
+    sp.train_from_iterator(rows, vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    sp._tokenizer.post_processor = TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                      special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                  cls_token="<s>", unk_token="<unk>", pad_token="<pad>")
+    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=256, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1,
+                              bos_token_id=0, eos_token_id=2, finetuning_task="SST-2", num_labels=2)
+    torch.manual_seed(0)
+    model = tmp_path / "xlmr"
+    XLMRobertaForSequenceClassification(config).save_pretrained(model)
+    tok.save_pretrained(model)
+    from compress.prune_vocabulary import tokenizer_model
+
+    assert tokenizer_model(load_tokenizer(model, "--model")) == "Unigram"
+    _prunes_its_vocabulary_exactly(model, glue_copy, tmp_path / "vocab")
