@@ -33,9 +33,10 @@ from distill.checkpoint import publish_model, save_model_dir
 from modeling.formats import DENSE, PRUNED, TUCKER, kind_of
 from modeling.loading import load_tokenizer
 from modeling.params import GROUPS
-from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
+from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir
 from stagekit.errors import InputError
 from stagekit.options import option
+from stagekit.outputs import finish_stage
 from stagekit.outputs import tokenizer_files as tokenizer_files_of
 from tasks.classifier import evaluate_features, load_classifier, predict_logits, predictions
 from tasks.features import load_features
@@ -206,12 +207,11 @@ def run(cfg: PruneConfig) -> dict[str, Any]:
         else:
             summary = _sweep(cfg, settings, task, model, model_dir, dev, importance, work)
         summary |= {"output_dir": str(out), "seconds": time.perf_counter() - started}
-        write_json(work / "prune_config.json", dataclasses.asdict(cfg))
         sweep = cfg.pruning_type == "structured" and len(summary["rows"]) > 1
         plots = _plots(summary, work / "plots") if sweep else []
         summary["plots"] = [str(out / Path(p).relative_to(work)) for p in plots]
         (work / "prune_results.md").write_text(report(summary) + "\n")
-        write_json(work / "prune_summary.json", summary)
+        finish_stage(work, "prune", cfg, summary)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
