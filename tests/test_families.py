@@ -115,6 +115,31 @@ def test_td_students_of_every_family(transplants, teacher_dir, tmp_path, family)
     assert (a - b)[mask].abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("family", ["roberta", "distilbert", "electra"])
+def test_a_full_rank_td_task_model_computes_its_teachers_logits(transplants, tmp_path, family):
+    """A task model of each family (its own head: RoBERTa's and ELECTRA's classification head, DistilBERT's
+    pre-classifier with ReLU) decomposed at full ranks is its teacher: the same logits, so the TD model's embeddings,
+    positions and head are the family's."""
+    from modeling.formats import CLASSIFIER
+    from modeling.loading import load_model
+    from stagekit.outputs import copy_tokenizer
+
+    torch.manual_seed(0)
+    teacher, _ = load_model(str(transplants[family]), "--model", CLASSIFIER,
+                            config_updates={"num_labels": 2, "finetuning_task": "SST-2"}, new_head=True)
+    teacher.save_pretrained(tmp_path / "teacher")
+    copy_tokenizer(transplants[family], tmp_path / "teacher")
+    r = run_cli("decompose", "--teacher_model", str(tmp_path / "teacher"), "--rank_layer", "72", "--rank_dim", "384",
+                "--output_dir", str(tmp_path / "td"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    td, _ = load_model(str(tmp_path / "td"), "--model", CLASSIFIER)
+    batch = _batch(transplants[family], family != "distilbert")
+    with torch.no_grad():
+        ref = teacher.eval()(**family_of(teacher).model_inputs(batch)).logits
+        out = td.eval()(**batch).logits
+    assert (ref - out).abs().max() < 1e-3 * ref.abs().max()
+
+
 def test_roberta_td_student_takes_the_task_route_as_its_bert_original(sst2_teacher, glue_copy, tmp_path):
     """Same function, same result: the SST-2 teacher and its RoBERTa transplant (head included) through calibrated
     decomposition, layer-wise recovery and prediction distillation, same data and seeds, end at the same dev score
