@@ -14,6 +14,7 @@ on dev every `--eval_step` steps and keeps the best. TinyBERT's two runs, and on
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,12 +23,13 @@ from modeling.families import family_of
 from modeling.formats import DENSE, PRUNED, TEACHER_LAYERS_KEY, TUCKER, encoder_of, is_task_model, kind_of
 from stagekit.errors import InputError
 from stagekit.model_paths import read_config_dict, shared_vocab
-from stagekit.options import above, at_least, option
+from stagekit.options import above, at_least, between, option
 
 from .losses import DistillationLoss
 from .task_run import TaskRun, TaskTrainingConfig
 from .task_training import IntermediateObjective, Phase, PredictionObjective, model_inputs
 from .teacher import ScoringEncoder, ScoringTeacher
+from .teacher_cache import CacheEntry, TeacherLayers, TeacherLogits, teacher_fingerprint, writable_cache
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -40,6 +42,11 @@ class TaskDistillConfig(TaskTrainingConfig):
     stage: str | None = option(None, choices=["intermediate", "prediction", "both"],
                                help="which phases to run (default: intermediate, or prediction with --pred_distill)")
     temperature: float = option(1.0, check=above(0))
+    pred_loss: str = option("soft_ce", choices=["soft_ce", "mse"], help="prediction phase: soft cross-entropy against "
+                            "the teacher's probabilities (TinyBERT), or MSE between the logits (regression: always MSE)")
+    hard_label_weight: float = option(0.0, help="prediction phase: weight of the loss against the gold labels, mixed "
+                                      "with the distillation loss's 1 - weight (rows without a label add none)",
+                                      check=between(0, 1))
     loss_layers: str = option("all", choices=["all", "last"])
     layer_map: str | None = option(None, help="teacher layer (1-based) each student layer learns from, e.g. 2,4,6 "
                                    "(default: the teacher layers a dense student was copied from, else uniform)")
@@ -51,6 +58,12 @@ class TaskDistillConfig(TaskTrainingConfig):
     intermediate_max_steps: int | None = option(None, help="steps of the intermediate phase (overrides its epochs)",
                                                 check=at_least(1))
     eval_step: int = option(50, help="evaluate on dev every this many steps (and at the end)", check=at_least(1))
+    teacher_cache: str | None = option(None, help="directory where the teacher's outputs are computed once and "
+                                       "reused while the teacher and the data are the same: logits of every training "
+                                       "example, hidden states and attention scores of a bounded pool (the "
+                                       "intermediate phase then trains on the pool)")
+    teacher_cache_pool_mb: float = option(2048.0, help="bound of the cached pool's hidden states and attention "
+                                          "scores (float16), in MiB", check=above(0))
 
     def __post_init__(self):
         if self.pred_distill and self.stage is not None:
@@ -68,6 +81,7 @@ CONFIG = TaskDistillConfig
 
 def run(cfg: TaskDistillConfig) -> dict[str, Any]:
     with TaskRun(cfg, "task-distill") as job:
+        cache = writable_cache(cfg.teacher_cache) if cfg.teacher_cache is not None else None
         teacher, teacher_dir = job.load_model(cfg.teacher_model, "--teacher_model", need_task_model=True)
         if kind_of(teacher) != DENSE:
             raise InputError(f"--teacher_model {cfg.teacher_model}: the teacher must be a dense model")
@@ -79,11 +93,17 @@ def run(cfg: TaskDistillConfig) -> dict[str, Any]:
         mapping = _layer_map(cfg, student, teacher) if "intermediate" in cfg.phases else None
         trained = is_task_model(read_config_dict(student_dir, "--student_model"))
         job.prepare(student_dir, cfg.aug_train)
+        teacher_key = teacher_fingerprint(teacher) if cache is not None else None
         phases = []
         for name in cfg.phases:
-            phase = (_intermediate(cfg, teacher, student, mapping) if name == "intermediate"
-                     else _prediction(cfg, teacher, student, job, trained))
-            phases.append(job.run_phase(phase))
+            if name == "intermediate":
+                phase, cached = _intermediate(cfg, teacher, student, mapping, job, cache, teacher_key)
+            else:
+                phase, cached = _prediction(cfg, teacher, student, job, trained, cache, teacher_key)
+            result = job.run_phase(phase)
+            if cached is not None:
+                result["teacher_cache"] = dataclasses.asdict(cached)
+            phases.append(result)
         return job.finish(phases)
 
 
@@ -108,7 +128,8 @@ def _layer_map(cfg: TaskDistillConfig, student, teacher) -> list[int] | None:
     return None
 
 
-def _intermediate(cfg: TaskDistillConfig, teacher, student, mapping: list[int] | None) -> Phase:
+def _intermediate(cfg: TaskDistillConfig, teacher, student, mapping: list[int] | None, job: TaskRun,
+                  cache: Path | None, teacher_key: str | None) -> tuple[Phase, CacheEntry | None]:
     # Only the encoder takes part in the layer-wise losses: the head and pooler are frozen, not left unused.
     student.requires_grad_(False)
     encoder = encoder_of(student)
@@ -128,24 +149,39 @@ def _intermediate(cfg: TaskDistillConfig, teacher, student, mapping: list[int] |
     loss = DistillationLoss(s_family.size(student.config, "num_layers"), t_family.size(teacher.config, "num_layers"),
                             s_family.size(student.config, "hidden_size"), t_family.size(teacher.config, "hidden_size"),
                             cfg.loss_layers, mapping)
-    scorer = ScoringTeacher(encoder_of(teacher))
-    layers = loss.teacher_score_layers
-    return Phase("intermediate", IntermediateObjective(student, loss, scoring), student,
-                 lambda batch: scorer(**model_inputs(batch), score_layers=layers),
-                 cfg.intermediate_epochs, cfg.intermediate_learning_rate, evaluate=False,
-                 max_steps=cfg.intermediate_max_steps)
+    phase = Phase("intermediate", IntermediateObjective(student, loss, scoring), student, None,
+                  cfg.intermediate_epochs, cfg.intermediate_learning_rate, evaluate=False,
+                  max_steps=cfg.intermediate_max_steps)
+    if cache is None:
+        scorer = ScoringTeacher(encoder_of(teacher))
+        layers = loss.teacher_score_layers
+        phase.teacher = lambda batch: scorer(**model_inputs(batch), score_layers=layers)
+        return phase, None
+    cached = TeacherLayers(cache, teacher, teacher_key, job.train, job.dist, loss.teacher_hidden_layers,
+                           loss.teacher_score_layers, cfg.teacher_cache_pool_mb, cfg.seed)
+    if len(cached.pool) < cfg.train_batch_size:
+        raise InputError(f"--teacher_cache_pool_mb {cfg.teacher_cache_pool_mb}: holds {len(cached.pool)} examples, "
+                         f"fewer than one batch (--train_batch_size {cfg.train_batch_size})")
+    phase.teacher, phase.examples = cached, cached.pool
+    return phase, cached.entry
 
 
-def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun, trained: bool) -> Phase:
+def _prediction(cfg: TaskDistillConfig, teacher, student, job: TaskRun, trained: bool, cache: Path | None,
+                teacher_key: str | None) -> tuple[Phase, CacheEntry | None]:
     student.requires_grad_(True)
+    phase = Phase("prediction", PredictionObjective(student, cfg.temperature, job.task.is_regression, cfg.pred_loss,
+                                                      cfg.hard_label_weight), student,
+                  None, cfg.num_train_epochs, cfg.learning_rate, evaluate=True, max_steps=cfg.max_steps,
+                  evaluate_start=trained)
+    if cache is None:
+        @torch.no_grad()
+        def teacher_logits(batch):
+            return teacher(**model_inputs(batch)).logits
 
-    @torch.no_grad()
-    def teacher_logits(batch):
-        return teacher(**model_inputs(batch)).logits
-
-    return Phase("prediction", PredictionObjective(student, cfg.temperature, job.task.is_regression), student,
-                 teacher_logits, cfg.num_train_epochs, cfg.learning_rate, evaluate=True, max_steps=cfg.max_steps,
-                 evaluate_start=trained)
+        phase.teacher = teacher_logits
+        return phase, None
+    phase.teacher = TeacherLogits(cache, teacher, teacher_key, job.train, job.dist)
+    return phase, phase.teacher.entry
 
 
 def report(summary: dict[str, Any]) -> str:

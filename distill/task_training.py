@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +45,7 @@ class GoldLabelObjective(nn.Module):
         self.model = model
 
     def forward(self, batch, teacher_out=None) -> dict[str, torch.Tensor]:
-        return {"loss": self.model(**batch).loss}
+        return {"loss": self.model(**model_inputs(batch), labels=batch["labels"]).loss}
 
 
 class IntermediateObjective(nn.Module):
@@ -68,20 +69,36 @@ class IntermediateObjective(nn.Module):
 
 
 class PredictionObjective(nn.Module):
-    """Task distillation phase 2: soft cross-entropy against the teacher's logits at temperature T
-    (TinyBERT's form, without a T^2 factor); MSE against the teacher's predictions for regression."""
+    """Task distillation phase 2: soft cross-entropy against the teacher's logits at temperature T (TinyBERT's form,
+    without a T^2 factor), or MSE between the logits (`loss="mse"`; always for regression). With
+    `hard_label_weight` w, the loss is (1 - w) x that + w x the task's own loss against the gold labels of the rows
+    that have one."""
 
-    def __init__(self, student: nn.Module, temperature: float, regression: bool):
+    def __init__(self, student: nn.Module, temperature: float, regression: bool, loss: str = "soft_ce",
+                 hard_label_weight: float = 0.0):
         super().__init__()
         self.student, self.temperature, self.regression = student, temperature, regression
+        self.mse, self.hard_label_weight = regression or loss == "mse", hard_label_weight
 
     def forward(self, batch, teacher_logits) -> dict[str, torch.Tensor]:
-        logits = self.student(**model_inputs(batch)).logits
+        logits = self.student(**model_inputs(batch)).logits.float()
+        if self.mse:
+            soft = F.mse_loss(logits.view(-1), teacher_logits.view(-1).float())
+        else:
+            t = self.temperature
+            target = torch.softmax(teacher_logits.float() / t, dim=-1)
+            soft = -(target * torch.log_softmax(logits / t, dim=-1)).sum(-1).mean()
+        if not self.hard_label_weight:
+            return {"loss": soft}
+        labels = batch["labels"]
         if self.regression:
-            return {"loss": F.mse_loss(logits.view(-1).float(), teacher_logits.view(-1).float())}
-        t = self.temperature
-        soft = torch.softmax(teacher_logits.float() / t, dim=-1)
-        return {"loss": -(soft * torch.log_softmax(logits.float() / t, dim=-1)).sum(-1).mean()}
+            known = ~torch.isnan(labels)
+            hard = F.mse_loss(logits.view(-1)[known], labels[known].float()) if known.any() else soft * 0
+        else:
+            known = labels >= 0
+            hard = F.cross_entropy(logits[known], labels[known]) if known.any() else soft * 0
+        w = self.hard_label_weight
+        return {"loss": (1 - w) * soft + w * hard, "distill": soft.detach(), "hard": hard.detach()}
 
 
 @dataclasses.dataclass
@@ -98,6 +115,9 @@ class Phase:
     # student) competes for best/ with what training makes of it.
     evaluate_start: bool = False
     after_step: Callable[[], None] | None = None  # a constraint re-applied after every optimizer step
+    # The training examples the phase draws from (indices; all by default): the pool whose teacher outputs are
+    # cached, when the teacher's layers come from the cache.
+    examples: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -118,7 +138,8 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
               dist: Distributed, out: Path, tokenizer_files: list[Path], log: TextIO | None) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     micro = micro_batch_size(s.train_batch_size, dist.world_size, s.gradient_accumulation_steps)
-    per_epoch = (len(train) // dist.world_size) // (micro * s.gradient_accumulation_steps)
+    examples = np.arange(len(train)) if phase.examples is None else phase.examples
+    per_epoch = (len(examples) // dist.world_size) // (micro * s.gradient_accumulation_steps)
     total = phase.max_steps or max(1, int(phase.num_train_epochs * per_epoch))
     objective = phase.objective.to(dist.device)
     wrapped, optimizer, scheduler = optimizer_for(objective, phase.learning_rate, s.weight_decay, s.warmup_proportion,
@@ -155,11 +176,14 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
     for step in range(total):
         epoch, in_epoch = divmod(step, per_epoch)
         if epoch != order_epoch:
-            order, order_epoch = rank_permutation(len(train), s.seed, epoch, dist.rank, dist.world_size), epoch
+            order = examples[rank_permutation(len(examples), s.seed, epoch, dist.rank, dist.world_size)]
+            order_epoch = epoch
 
         def micro_batch(m: int) -> dict[str, torch.Tensor]:
             first = (in_epoch * s.gradient_accumulation_steps + m) * micro
-            return {k: v.to(dist.device) for k, v in train.batch(order[first:first + micro]).items()}
+            ids = order[first:first + micro]
+            # the example indices stay on the host: a cached teacher looks its outputs up by them
+            return {k: v.to(dist.device) for k, v in train.batch(ids).items()} | {"index": torch.as_tensor(ids)}
 
         losses = accumulate(wrapped, dist, s.gradient_accumulation_steps, micro_batch, phase.teacher)
         optimizer_step(optimizer, scheduler, objective.parameters(), s.max_grad_norm, dist, phase.after_step)
