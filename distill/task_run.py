@@ -54,6 +54,11 @@ class TaskTrainingConfig:
     do_lower_case: bool = option(False, help="accepted for TinyBERT compatibility (the model's tokenizer decides)")
     keep_sparsity: bool = option(False, help="weights that are zero at the start stay zero (fine-tuning a "
                                  "magnitude-pruned model)")
+    collapse_restarts: int = option(2, help="when a dev evaluation finds the predictions collapsed to a constant, "
+                                    "restart from the last sound model at a lower rate, at most this many times",
+                                    check=at_least(0))
+    collapse_lr_factor: float = option(0.3, help="what a collapse restart multiplies the learning rate by",
+                                       check=between(0, 1))
     quiet: bool = option(False)
 
 

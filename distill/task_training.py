@@ -132,6 +132,8 @@ class LoopSettings:
     log_steps: int
     seed: int
     quiet: bool
+    collapse_restarts: int
+    collapse_lr_factor: float
 
 
 def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTask, s: LoopSettings,
@@ -147,6 +149,9 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
     dist.broadcast_state(objective, optimizer)
     torch.manual_seed(s.seed + dist.rank)
     best = {"score": float("-inf"), "step": None, "metrics": None}
+    # Where a collapse restarts from: the best model that had not collapsed, else the model the phase started with.
+    sound = {"step": 0, "state": _host_copy(phase.model)}
+    restarts_left, restarts = s.collapse_restarts, []
     history = []
     bar = tqdm(total=total, desc=phase.name, unit="step", disable=not dist.is_main or s.quiet)
     started, order, order_epoch = time.perf_counter(), None, -1
@@ -165,6 +170,8 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
             best = {"score": metrics["score"], "step": done, "metrics": metrics}
             if dist.is_main:
                 save_model_dir(phase.model, out / "best", tokenizer_files)
+            if not collapsed:
+                sound.update(step=done, state=_host_copy(phase.model))
         bar.set_postfix(dev=f"{metrics['score']:.4f}", best=f"{best['score']:.4f}")
         return record
 
@@ -194,6 +201,15 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
                       "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         if phase.evaluate and (done % s.eval_step == 0 or done == total):
             record = evaluate(done, record or {"phase": phase.name, "step": done})
+            if "collapsed" in record and restarts_left and done < total:
+                # Collapsed: go on from the last sound model at a lower rate, with fresh Adam moments, rather
+                # than spend the rest of the budget on a constant predictor. Every rank sees the same score.
+                restarts_left -= 1
+                lr = _restart(phase.model, sound["state"], optimizer, scheduler, s.collapse_lr_factor)
+                restarts.append({"step": done, "from_step": sound["step"], "learning_rate": lr})
+                record["restart"] = restarts[-1]
+                if dist.is_main:
+                    tqdm.write(f"{phase.name} step {done}: restarting from step {sound['step']} at lr {lr:.2e}")
         if record is not None:
             write_log(log, record)
         bar.update(1)
@@ -204,4 +220,19 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
         save_model_dir(phase.model, out / phase.name, tokenizer_files)
     dist.barrier()
     return {"phase": phase.name, "steps": total, "seconds": time.perf_counter() - started,
-            "best_step": best["step"], "best_dev": best["metrics"], "dev_history": history}
+            "best_step": best["step"], "best_dev": best["metrics"], "dev_history": history, "restarts": restarts}
+
+
+def _host_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _restart(model: nn.Module, state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LambdaLR, lr_factor: float) -> float:
+    """Put `state` back into the model, scale the schedule's peak rate, drop Adam's moments; the new peak rate."""
+    model.load_state_dict(state)
+    scheduler.base_lrs = [lr * lr_factor for lr in scheduler.base_lrs]
+    for group in optimizer.param_groups:  # the next step's rate too, not only the schedule's later ones
+        group["lr"] *= lr_factor
+    optimizer.state.clear()
+    return scheduler.base_lrs[0]

@@ -78,6 +78,24 @@ def test_a_collapsed_run_says_so(glue_copy, tmp_path):
     assert any("collapsed" in r for r in logged)
 
 
+def test_a_collapse_restarts_from_the_last_sound_model(glue_copy, tmp_path):
+    """The same rate collapses the run at its first evaluation; it restarts from the model it started with at the
+    rate times --collapse_lr_factor (a sane 9e-5), with fresh Adam moments, and learns instead of spending the
+    remaining two thirds of its budget on a constant."""
+    out = tmp_path / "restarted"
+    assert main(["finetune", "--model", "all-MiniLM-L6-v2", "--task_name", "STS-B", "--data_dir", str(glue_copy),
+                 "--learning_rate", "0.3", "--collapse_lr_factor", "0.0003", "--max_steps", "36",
+                 "--max_train_examples", "384", "--eval_step", "12", "--output_dir", str(out), *FAST]) == 0
+    phase = json.loads((out / "finetune_summary.json").read_text())["phases"][0]
+    [restart] = phase["restarts"]
+    assert restart["step"] == 12 and restart["from_step"] == 0 and abs(restart["learning_rate"] - 9e-5) < 1e-12
+    history = phase["dev_history"]
+    assert "collapsed" in history[0] and all("collapsed" not in h for h in history[1:])
+    assert phase["best_step"] in (24, 36) and phase["best_dev"]["score"] > 0.05
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["restart"]["step"] for r in logged if "restart" in r] == [12]
+
+
 def test_a_td_student_learns_stsb(glue_copy, tmp_path):
     """The TD regression path learns STS-B: the embedded teacher factorized at full ranks (the same function in
     shared factors, so factor-space training is all that is tested) fine-tuned for 90 steps on 2,000 rows reaches a
