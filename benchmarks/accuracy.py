@@ -311,6 +311,11 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
                 size = r.get("encoder_params", params.get(student.split()[-1]))
                 print(f"| {task} | {te:.4f} | {student} | {route} | {score:.4f}{flag} | "
                       f"{r['percent_of_teacher']:.1f} | {size:,} | {cpu} | {r['total_cpu_minutes']:.1f} |")
+    for task, row in results.items():
+        row["majority_class"] = _majority_class(task)
+        te = row["teacher"]["score"]
+        print(f"| {task} | {te:.4f} | majority class of train | - | {row['majority_class']:.4f} | "
+              f"{100 * row['majority_class'] / te:.1f} | 0 | - | - |")
     shared = {k: v for k, v in run.timings.items() if not k.startswith(tuple(results))}
     print("\nshared stages (CPU min): " + "; ".join(f"{k} {v['cpu_minutes']:.1f}" for k, v in shared.items()))
     total = sum(v["wall_minutes"] for v in run.timings.values())
@@ -324,6 +329,23 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
                                "results": results, "encoder_params": params | {"teacher": TEACHER_ENCODER_PARAMS},
                                "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
     print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")
+
+
+def _majority_class(task_name: str) -> float:
+    """The dev score of predicting the training set's most frequent label everywhere (STS-B: its mean score, whose
+    correlation is 0): the floor a student has to clear to have learnt anything."""
+    import numpy as np
+
+    from corpora.glue import dev_files, get_task, read_examples, train_file
+    from tasks.metrics import glue_metrics
+
+    task = get_task(task_name)
+    if task.is_regression:
+        return 0.0
+    train = [e.label for e in read_examples(task, train_file(task, REPO / "data/glue_data"))]
+    majority = task.labels.index(max(task.labels, key=train.count))
+    gold = np.array([task.labels.index(e.label) for e in read_examples(task, dev_files(task, REPO / "data/glue_data")[0])])
+    return glue_metrics(task.metric, np.full_like(gold, majority), gold)["score"]
 
 
 def _plot(results: dict, path: Path) -> Path:
