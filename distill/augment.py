@@ -182,7 +182,7 @@ def run(cfg: AugmentConfig) -> dict[str, Any]:
         raise InputError(f"--pretrained_bert_model {cfg.pretrained_bert_model}: has no masked-LM head (make one with "
                          "`xcompress fit-mlm-head`, or pass a BertForMaskedLM checkpoint such as bert-base-uncased)")
     read_examples(task, source)  # the whole file checked (fields, labels) before any work
-    header, rows = _numbered_rows(task, source, cfg)
+    header, rows = numbered_rows(task, source, cfg.max_train_examples, cfg.seed)
     text_cols = [column_index(header, c, source) for c in task.text_columns]
     workers = cfg.num_workers or os.cpu_count() or 1
     jobs = [(rows[i:i + CHUNK_ROWS], text_cols, cfg.seed) for i in range(0, len(rows), CHUNK_ROWS)]
@@ -209,14 +209,15 @@ def run(cfg: AugmentConfig) -> dict[str, Any]:
             "workers": workers, "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
 
 
-def _numbered_rows(task: GlueTask, source: Path, cfg: AugmentConfig) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
-    """The header (None for CoLA) and the non-empty data rows with their file line numbers; with
-    --max_train_examples, the subset the task stages pick for the same seed."""
+def numbered_rows(task: GlueTask, source: Path, max_examples: int | None, seed: int
+                  ) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """The header (None for CoLA) and the non-empty data rows with their file line numbers; with `max_examples`,
+    the subset the task stages pick for the same seed."""
     all_rows = read_rows(source)
     header = all_rows[0] if task.header else None
     first = 2 if task.header else 1
     rows = [(n, r) for n, r in enumerate(all_rows[first - 1:], start=first) if r]
-    return header, subset(rows, cfg.max_train_examples, cfg.seed)
+    return header, subset(rows, max_examples, seed)
 
 
 def _map(jobs, workers: int):

@@ -163,7 +163,7 @@ ALL_FAMILIES = tuple(FAMILIES)
 STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     # A TD student keeps its teacher's family's embeddings and head (modeling/modeling_tucker_bert.py).
     "decompose": ALL_FAMILIES, "recover": ALL_FAMILIES, "general-distill": ("bert",),
-    "fit-mlm-head": ("bert",), "augment": ("bert",),
+    "fit-mlm-head": ("bert",), "augment": ("bert",), "mine-pairs": ALL_FAMILIES,
     "dense-student": ALL_FAMILIES, "finetune": ALL_FAMILIES, "task-distill": ALL_FAMILIES,
     "evaluate": ALL_FAMILIES, "prune --pruning_type structured": ALL_FAMILIES,
     "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary": ALL_FAMILIES,

@@ -30,6 +30,8 @@ STAGES: dict[str, Stage] = {
                       trains=True, multi_rank=True),
     "fit-mlm-head": Stage("distill.mlm_head", "fit a masked-LM head to a frozen encoder (for augment)", trains=True),
     "augment": Stage("distill.augment", "TinyBERT data augmentation of a GLUE task's training set"),
+    "mine-pairs": Stage("distill.mine_pairs", "new sentence pairs of a pair task from its own sentences' nearest "
+                        "neighbours, labelled by the fine-tuned teacher"),
     "task-distill": Stage("distill.task", "distil a fine-tuned teacher into a TD student on a GLUE task",
                           trains=True, multi_rank=True),
     "evaluate": Stage("distill.evaluate", "GLUE dev metrics (and test submissions) of a model"),
