@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 import time
 from typing import Any
 
@@ -110,12 +111,9 @@ def run(cfg: MinePairsConfig) -> dict[str, Any]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    kinds = {}
-    for label in labels:
-        kinds[label] = kinds.get(label, 0) + 1
     return {"task": task.name, "source": str(source), "source_rows": len(source_rows) - (header is not None),
             "sentences": len(sentences), "mined_pairs": len(mined), "output": str(target),
-            "labels": dict(sorted(kinds.items())) if not task.is_regression or not labels else _spread(labels),
+            "labels": dict(sorted(Counter(labels).items())) if not task.is_regression or not labels else _spread(labels),
             "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
 
 

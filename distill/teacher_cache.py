@@ -39,6 +39,7 @@ from tasks.classifier import predict_logits
 from tasks.features import TaskFeatures
 
 from .dist import Distributed
+from .task_training import model_inputs
 from .teacher import ScoringTeacher
 
 _META = "meta.json"
@@ -128,11 +129,6 @@ def _by_length(features: TaskFeatures, ids: np.ndarray) -> np.ndarray:
     return ids[np.argsort(lengths, kind="stable")]
 
 
-def _inputs(features: TaskFeatures, ids: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    batch = features.batch(ids)
-    return {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}
-
-
 class TeacherLogits:
     """The teacher's logits for every training example, looked up by example index."""
 
@@ -194,7 +190,8 @@ class TeacherLayers:
             mine = _by_length(features, self.pool)[rank::world]
             for start in range(0, len(mine), _BUILD_BATCH):
                 ids = mine[start:start + _BUILD_BATCH]
-                hidden, scores = scorer(**_inputs(features, ids, dist.device), score_layers=self.score_layers,
+                inputs = {k: v.to(dist.device) for k, v in model_inputs(features.batch(ids)).items()}
+                hidden, scores = scorer(**inputs, score_layers=self.score_layers,
                                         hidden_layers=self.hidden_layers)
                 h = torch.stack([hidden[i] for i in self.hidden_layers], 1).to(torch.float16).cpu().numpy()
                 s = torch.stack([scores[i] for i in self.score_layers], 1).to(torch.float16).cpu().numpy()
