@@ -23,11 +23,14 @@ The best route (BEST) runs for every task and student; the routes are compared s
 for the first student. Every stage's output and timing is kept in --work: a rerun resumes where it stopped, and a
 --tasks/--students/--routes subset runs alone.
 
-    .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48]
+Budgets spent where the signal forms (--students 1/7+front 1/48+front): TD students with a smaller shared core and
+layers 0 and 1's own low-rank corrections, at about the uniform students' sizes, on every route as the others.
+
+    .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
         [--families roberta distilbert] [--teacher_examples N] [--work runs/bench-accuracy]
 
-Prints a table (score, % of teacher, encoder params, CPU minutes per stage), writes
+Prints a table (score, % of teacher, encoder params, latency at batch 1 and 32, CPU minutes per stage), writes
 benchmarks/results/accuracy.json and a plot of score against cumulative CPU minutes per route (accuracy.png).
 """
 from __future__ import annotations
@@ -44,7 +47,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 XC = str(REPO / ".venv/bin/xcompress")
 TASKS = ("SST-2", "MRPC", "STS-B", "CoLA")
-STUDENTS = {"1/7": "models/minilm-td-36-192", "1/48": "models/minilm-td-36-64"}
+# TD students: their decompose flags. "+front" students spend part of the budget where the pair signal forms (the
+# probe: the teacher's first two layers): a smaller shared core plus each of layers 0 and 1's own rank-r correction
+# (--residual_ranks), at about the uniform student's encoder parameters (1/7: 1.46 M against 1.50 M; 1/48: 0.21 M
+# against 0.22 M).
+STUDENTS = {"1/7": ["--config", "models/minilm-td-36-192"], "1/48": ["--config", "models/minilm-td-36-64"],
+            "1/7+front": ["--rank_layer", "36", "--rank_dim", "160", "--residual_ranks", "0:32,1:32"],
+            "1/48+front": ["--rank_layer", "36", "--rank_dim", "40", "--residual_ranks", "0:8,1:8"]}
 ROUTES = ("task", "recover", "general")
 BEST = "task"
 TEACHER = "all-MiniLM-L6-v2"
@@ -129,7 +138,7 @@ class Runner:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--students", nargs="+", default=["1/7", "1/48"], choices=list(STUDENTS))
     ap.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES,
                     help=f"routes run on the --compare tasks ({BEST}, the best, runs everywhere)")
     ap.add_argument("--compare", nargs="*", default=["SST-2", "STS-B"], choices=TASKS)
@@ -163,14 +172,13 @@ def main() -> None:
         name = student.replace("/", "of")
         if ("recover", student) in uses:
             key = f"decompose wikipedia-calibrated {student}"
-            start = run(key, work / f"dec-wiki-{name}", "decompose", "--teacher_model", TEACHER, "--config",
-                        STUDENTS[student], "--calibration_data", str(pregen), "--max_seq_length", str(SEQ),
+            start = run(key, work / f"dec-wiki-{name}", "decompose", "--teacher_model", TEACHER,
+                        *STUDENTS[student], "--calibration_data", str(pregen), "--max_seq_length", str(SEQ),
                         "--calibration_examples", str(s["calibration_examples"]))
             shared["recover", student] = start, {"decompose (shared)": run.cpu(key)}
         if ("general", student) in uses:
             key = f"decompose plain {student}"
-            plain = run(key, work / f"dec-plain-{name}", "decompose", "--teacher_model", TEACHER, "--config",
-                        STUDENTS[student])
+            plain = run(key, work / f"dec-plain-{name}", "decompose", "--teacher_model", TEACHER, *STUDENTS[student])
             start = run(f"general-distill {student}", work / f"gd-{name}", "general-distill", "--teacher_model",
                         TEACHER, "--student_model", str(plain), "--pregenerated_data", str(pregen), "--max_steps",
                         str(s["general_steps"]), "--train_batch_size", "32", "--learning_rate", s["general_lr"])
@@ -256,7 +264,7 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
     stages: dict[str, float] = {}
     if route == "task":
         start = run(f"{name} decompose", work / f"dec-{name}", "decompose", "--teacher_model", str(teacher),
-                    "--config", STUDENTS[student], "--calibration_data", text, "--max_seq_length", str(SEQ),
+                    *STUDENTS[student], "--calibration_data", text, "--max_seq_length", str(SEQ),
                     "--calibration_examples", str(s["calibration_examples"]))
         stages["decompose"] = run.cpu(f"{name} decompose")
     else:
@@ -281,7 +289,16 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
     curve = [{"cpu_minutes": before + per_second * (first + pred["seconds"] * h["step"] / pred["steps"]),
               "score": h["score"]} for h in pred["dev_history"]]
     return {"dev": summary["dev"]["dev"], "collapsed": summary.get("collapsed", {}), "cpu_minutes": stages,
-            "curve": curve, "output_dir": str(out)}
+            "curve": curve, "output_dir": str(out), "encoder_params": _td_encoder_params(start)}
+
+
+def _td_encoder_params(directory: Path) -> int:
+    """A TD student's encoder parameters, its layers' own corrections included."""
+    sys.path.insert(0, str(REPO))
+    from modeling import TuckerBertConfig, TuckerBertModel
+    from modeling.params import encoder_params
+
+    return encoder_params(TuckerBertModel(TuckerBertConfig.from_pretrained(str(directory))))
 
 
 def _summary(directory: Path, stage: str) -> dict:
@@ -289,33 +306,33 @@ def _summary(directory: Path, stage: str) -> dict:
 
 
 def _report(results: dict, args, run: Runner, work: Path) -> None:
-    sys.path.insert(0, str(REPO))
-    from modeling import TuckerBertConfig, TuckerBertModel
-    from modeling.params import encoder_params
-
-    params = {k: encoder_params(TuckerBertModel(TuckerBertConfig.from_pretrained(str(REPO / v))))
-              for k, v in STUDENTS.items()}
     print(f"\nGLUE dev (full), teacher {TEACHER} ({TEACHER_ENCODER_PARAMS:,} encoder params) fine-tuned on the full "
           f"training sets; sequence {SEQ}; CPU minutes on this machine")
-    print("| task | teacher | student | route | score | % of teacher | encoder params | CPU min per stage | total |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| task | teacher | student | route | score | % of teacher | encoder params | ms at batch 1 / 32 | "
+          "CPU min per stage | total |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for task, row in results.items():
+        row["latency_ms"] = _latency(work / f"teacher-{task}")
+        print(f"| {task} | {row['teacher']['score']:.4f} | teacher | - | {row['teacher']['score']:.4f} | 100.0 | "
+              f"{TEACHER_ENCODER_PARAMS:,} | {_ms(row['latency_ms'])} | - | {row['teacher_cpu_minutes']:.1f} |")
         for student, routes in row["students"].items():
             for route, r in routes.items():
                 te = r.get("teacher", row["teacher"])["score"]  # a transplant with a trained head has its own
                 score = r["dev"]["score"]
                 r["percent_of_teacher"] = 100 * score / te if te else None
                 r["total_cpu_minutes"] = sum(r["cpu_minutes"].values())
+                r["latency_ms"] = _latency(Path(r["output_dir"]))
                 cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_minutes"].items())
                 flag = " (collapsed)" if r["collapsed"] else ""
-                size = r.get("encoder_params", params.get(student.split()[-1]))
                 print(f"| {task} | {te:.4f} | {student} | {route} | {score:.4f}{flag} | "
-                      f"{r['percent_of_teacher']:.1f} | {size:,} | {cpu} | {r['total_cpu_minutes']:.1f} |")
-    for task, row in results.items():
+                      f"{r['percent_of_teacher']:.1f} | {r['encoder_params']:,} | {_ms(r['latency_ms'])} | {cpu} | "
+                      f"{r['total_cpu_minutes']:.1f} |")
         row["majority_class"] = _majority_class(task)
         te = row["teacher"]["score"]
         print(f"| {task} | {te:.4f} | majority class of train | - | {row['majority_class']:.4f} | "
-              f"{100 * row['majority_class'] / te:.1f} | 0 | - | - |")
+              f"{100 * row['majority_class'] / te:.1f} | 0 | - | - | - |")
+    print(f"(latency: median of 5 forward passes at sequence {SEQ}, {_threads()} threads, timed after every stage "
+          "had ended; quote it only from a run on a quiet machine)")
     shared = {k: v for k, v in run.timings.items() if not k.startswith(tuple(results))}
     print("\nshared stages (CPU min): " + "; ".join(f"{k} {v['cpu_minutes']:.1f}" for k, v in shared.items()))
     total = sum(v["wall_minutes"] for v in run.timings.values())
@@ -326,9 +343,33 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
     out.write_text(json.dumps({"settings": SETTINGS, "distill": DISTILL, "sequence": SEQ, "best_route": BEST,
                                "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
                                "dense_distill": DENSE_DISTILL,
-                               "results": results, "encoder_params": params | {"teacher": TEACHER_ENCODER_PARAMS},
+                               "results": results, "teacher_encoder_params": TEACHER_ENCODER_PARAMS,
                                "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
     print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _latency(directory: Path) -> dict[str, float]:
+    """Milliseconds of one forward pass of the model in `directory` at batch 1 and 32 (a TD model with its folded
+    weights formed once, as it runs for inference)."""
+    sys.path.insert(0, str(REPO))
+    import modeling  # noqa: F401  (registers the TD and pruned types with the Auto classes)
+    from compress.measure import cpu_latency
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    model = AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
+    return {f"batch_{b}": 1000 * cpu_latency(model, b, SEQ, repeats=5) for b in (1, 32)}
+
+
+def _ms(latency: dict[str, float]) -> str:
+    return f"{latency['batch_1']:.1f} / {latency['batch_32']:.0f}"
 
 
 def _majority_class(task_name: str) -> float:

@@ -8,9 +8,10 @@ from modeling.configuration_tucker_bert import TuckerBertConfig
 from modeling.families import family_of
 from modeling.formats import encoder_of
 from modeling.modeling_tucker_bert import TuckerBertForSequenceClassification, TuckerBertModel
-from modeling.stacking import OPS
+from modeling.stacking import OPS, block_layout
 
 from .blocks import stack_encoder_blocks
+from .residual import Corrections, fit_corrections
 from .tucker import SharedTucker, decompose_fast, decompose_hooi
 
 
@@ -19,7 +20,8 @@ _TASK_KEYS = ("num_labels", "id2label", "label2id", "problem_type", "finetuning_
 
 
 def td_config_from_teacher(teacher_config, rank_layer: int, rank_dim: int, ops: str,
-                           architecture: str = "TuckerBertModel") -> TuckerBertConfig:
+                           architecture: str = "TuckerBertModel", residual_ranks: list[int] | None = None
+                           ) -> TuckerBertConfig:
     """The teacher's geometry (in BertConfig's names) with the given ranks, its family's embeddings and head."""
     family = family_of(teacher_config)
     values = teacher_config.to_dict()
@@ -27,7 +29,8 @@ def td_config_from_teacher(teacher_config, rank_layer: int, rank_dim: int, ops: 
     if geometry.get("embedding_size") == geometry["hidden_size"]:
         geometry["embedding_size"] = None
     return TuckerBertConfig(**geometry, rank_layer=rank_layer, rank_dim=rank_dim, ops=ops, architectures=[architecture],
-                            family=family.name, positions_from_padding=family.position_offset > 0,
+                            residual_ranks=residual_ranks if any(residual_ranks or ()) else None, family=family.name,
+                            positions_from_padding=family.position_offset > 0,
                             pooler_act=family.head_act)
 
 
@@ -67,29 +70,37 @@ def td_state_from_teacher(bert: nn.Module, factors: SharedTucker, config: Tucker
 
 
 def factorize_teacher(teacher: nn.Module, rank_layer: int, rank_dim: int, ops: str = "san_ffn", init: str = "fast",
-                      sweeps: int = 1, seed: int = 0) -> tuple[nn.Module, SharedTucker, torch.Tensor]:
+                      sweeps: int = 1, seed: int = 0, residual_ranks: list[int] | None = None
+                      ) -> tuple[nn.Module, SharedTucker, torch.Tensor, torch.Tensor]:
     """The TD model of a dense teacher: its stacked blocks factorized, everything else copied.
 
-    Returns the model, the factors and the float32 stack they approximate (for error reports)."""
+    Returns the model, the factors, the float32 stack they approximate and the model's approximation of it (the
+    factors' plus the layers' corrections, `residual_ranks`), for error reports."""
     W = stack_encoder_blocks(encoder_of(teacher), ops, dtype=torch.float32)
     if init == "fast":
         factors = decompose_fast(W, rank_layer, rank_dim, sweeps=sweeps)
     else:
         factors = decompose_hooi(W, rank_layer, rank_dim, seed=seed)
-    return td_model(teacher, factors, rank_layer, rank_dim, ops), factors, W
+    approx = factors.reconstruct()
+    corrections = fit_corrections(W, approx, residual_ranks or [], block_layout(len(residual_ranks or ()), ops))
+    model = td_model(teacher, factors, rank_layer, rank_dim, ops, corrections=corrections,
+                     residual_ranks=residual_ranks)
+    return model, factors, W, approx + corrections.blocks
 
 
 def td_model(teacher: nn.Module, factors: SharedTucker, rank_layer: int, rank_dim: int, ops: str,
-             bias_shifts: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """The TD model holding `factors` and the teacher's other weights, each bias moved by its shift, if any.
+             bias_shifts: dict[str, torch.Tensor] | None = None, corrections: Corrections | None = None,
+             residual_ranks: list[int] | None = None) -> nn.Module:
+    """The TD model holding `factors` (and the layers' `corrections` at `residual_ranks`) and the teacher's other
+    weights, each bias moved by its shift, if any.
     A task teacher (a ...ForSequenceClassification) gives a task student: its head copied into the TD model's pooler
     and classifier. A teacher without a pooler (DistilBERT's, ELECTRA's encoder) leaves the TD pooler initialised,
     as a fresh task head would be."""
     bert = encoder_of(teacher)
     task = bert is not teacher
     cls = TuckerBertForSequenceClassification if task else TuckerBertModel
-    config = td_config_from_teacher(teacher.config, rank_layer, rank_dim, ops, cls.__name__)
-    state = td_state_from_teacher(bert, factors, config)
+    config = td_config_from_teacher(teacher.config, rank_layer, rank_dim, ops, cls.__name__, residual_ranks)
+    state = td_state_from_teacher(bert, factors, config) | (corrections.state if corrections else {})
     for name, shift in (bias_shifts or {}).items():
         state[name] = state[name] + shift.to(state[name].dtype)
     if task:
@@ -107,13 +118,13 @@ def td_model(teacher: nn.Module, factors: SharedTucker, rank_layer: int, rank_di
 
 
 @torch.no_grad()
-def bias_shifts(W: torch.Tensor, factors: SharedTucker, means: torch.Tensor, layout: list[tuple[int, str]]
+def bias_shifts(W: torch.Tensor, approx: torch.Tensor, means: torch.Tensor, layout: list[tuple[int, str]]
                 ) -> dict[str, torch.Tensor]:
     """The bias changes that give each factorized block the teacher's mean output on its inputs:
     b' = b + (W_i − Ŵ_i) μ_i, so the factors only have to match the inputs' variation around their mean.
-    `means[i]` is block i's mean input, `layout[i]` its (layer, kind)."""
+    `approx` is the student's stack Ŵ, `means[i]` block i's mean input, `layout[i]` its (layer, kind)."""
     h = W.shape[1]
-    missed = torch.einsum("nab,nb->na", W.double() - factors.reconstruct().double(), means.double())
+    missed = torch.einsum("nab,nb->na", W.double() - approx.double(), means.double())
     shifts: dict[str, torch.Tensor] = {}
 
     def add(name: str, size: int, start: int, value: torch.Tensor) -> None:

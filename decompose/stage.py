@@ -33,6 +33,7 @@ from stagekit.outputs import finish_stage
 from .blocks import stack_encoder_blocks
 from .calibration import block_inputs, hidden_state_errors, hold_out, read_sequences
 from .convert import bias_shifts, factorize_teacher, td_model
+from .residual import fit_corrections
 from .tucker import decompose_fast, relative_errors
 from .weighted import output_error, refit, whitened_tucker
 
@@ -49,6 +50,9 @@ class DecomposeConfig:
     config: str | None = option(
         None,
         help="a TD config.json (e.g. models/bert-td-72-384/config.json) giving the ranks")
+    residual_ranks: str | None = option(
+        None, help="layers that get their own low-rank correction beside the shared factors, as layer:rank pairs "
+                   "(0-based), e.g. 0:32,1:16; every factorized projection of the layer gets one")
     init: str = option(
         "fast",
         help="fast: Gram-based ST-HOSVD (+ --hooi_sweeps); hooi: tensorly Tucker, random init, 100 iters",
@@ -74,7 +78,8 @@ SHIPPED_SST2 = Path(__file__).resolve().parent.parent / "data" / "glue_data" / "
 
 
 def _resolve_ranks(cfg: DecomposeConfig) -> tuple[int, int, str, dict[str, Any]]:
-    """Ranks from flags, falling back to --config (flags win); also returns the --config dict."""
+    """Ranks from flags, falling back to --config (flags win); also returns the --config dict (its residual ranks
+    replaced by --residual_ranks when given)."""
     from_file: dict[str, Any] = {}
     if cfg.config is not None:
         path = Path(cfg.config)
@@ -89,12 +94,42 @@ def _resolve_ranks(cfg: DecomposeConfig) -> tuple[int, int, str, dict[str, Any]]
     ops = cfg.ops or from_file.get("ops", "san_ffn")
     if rank_layer is None or rank_dim is None:
         raise InputError("--rank_layer and --rank_dim are required (or give --config with both)")
+    if cfg.residual_ranks is not None:
+        from_file["residual_ranks"] = _layer_ranks(cfg.residual_ranks)
     return int(rank_layer), int(rank_dim), ops, from_file
 
 
+def _layer_ranks(text: str) -> dict[int, int]:
+    """--residual_ranks 'layer:rank,...' as {layer: rank}."""
+    ranks: dict[int, int] = {}
+    for pair in filter(None, text.split(",")):
+        layer, _, rank = pair.partition(":")
+        if not (layer.strip().isdigit() and rank.strip().isdigit()) or int(layer) in ranks:
+            raise InputError(f"--residual_ranks {text}: expected distinct layer:rank pairs of whole numbers, "
+                             f"e.g. 0:32,1:16")
+        ranks[int(layer)] = int(rank)
+    return ranks
+
+
+def _residual_ranks(given: dict[int, int] | list[int] | None, layers: int, hidden: int) -> list[int] | None:
+    """One rank per layer from --residual_ranks (or --config's list), checked against the teacher."""
+    if given is None:
+        return None
+    flag = "--residual_ranks" if isinstance(given, dict) else "--config residual_ranks"
+    ranks = dict(given) if isinstance(given, dict) else dict(enumerate(given))
+    if isinstance(given, list) and len(given) != layers:
+        raise InputError(f"{flag} {given}: one rank per layer needed, the teacher has {layers} layers")
+    if missing := sorted(layer for layer in ranks if layer >= layers):
+        raise InputError(f"{flag}: layer {missing[0]} does not exist, the teacher's layers are 0..{layers - 1}")
+    if too_wide := sorted(r for r in ranks.values() if not 0 <= r <= hidden):
+        raise InputError(f"{flag}: rank {too_wide[-1]} exceeds the teacher's hidden size {hidden}")
+    return [ranks.get(layer, 0) for layer in range(layers)]
+
+
 def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: str, td_file: dict[str, Any]
-                   ) -> tuple[Path, dict[str, Any]]:
-    """Everything about the teacher that can be refused before loading weights; its directory and config."""
+                   ) -> tuple[Path, dict[str, Any], list[int] | None]:
+    """Everything about the teacher that can be refused before loading weights; its directory, its config and the
+    residual rank of each of its layers."""
     teacher_dir, tc, _ = inspect_model(cfg.teacher_model, "--teacher_model", kinds=(DENSE,), stage="decompose")
     flag = f"--teacher_model {cfg.teacher_model}"
     geometry = family_of(tc, flag).bert_geometry(tc)
@@ -112,7 +147,7 @@ def _check_teacher(cfg: DecomposeConfig, rank_layer: int, rank_dim: int, ops: st
     if not 1 <= rank_layer <= n_blocks:
         raise InputError(f"--rank_layer {rank_layer}: must be between 1 and the number of stacked blocks {n_blocks} (ops={ops})")
     _check_task(cfg, tc)
-    return teacher_dir, tc
+    return teacher_dir, tc, _residual_ranks(td_file.get("residual_ranks"), layers, h)
 
 
 def _check_task(cfg: DecomposeConfig, tc: dict[str, Any]) -> None:
@@ -134,7 +169,7 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
     if cfg.calibration_data is not None and cfg.init != "fast":
         raise InputError(f"--init {cfg.init}: the calibrated fit starts from the fast initialisation; drop --init")
     rank_layer, rank_dim, ops, td_file = _resolve_ranks(cfg)
-    teacher_dir, tc = _check_teacher(cfg, rank_layer, rank_dim, ops, td_file)
+    teacher_dir, tc, residual_ranks = _check_teacher(cfg, rank_layer, rank_dim, ops, td_file)
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
 
     start = time.perf_counter()
@@ -145,19 +180,21 @@ def run(cfg: DecomposeConfig) -> dict[str, Any]:
     fit, held_out, source = _text(cfg, tokenizer)
     t0 = time.perf_counter()
     if fit:
-        student, factors, W, calibration = _calibrated(cfg, teacher, fit, rank_layer, rank_dim, ops)
+        student, factors, W, approx, calibration = _calibrated(cfg, teacher, fit, rank_layer, rank_dim, ops,
+                                                               residual_ranks)
     else:
-        student, factors, W = factorize_teacher(teacher, rank_layer, rank_dim, ops, cfg.init, cfg.hooi_sweeps, cfg.seed)
+        student, factors, W, approx = factorize_teacher(teacher, rank_layer, rank_dim, ops, cfg.init,
+                                                        cfg.hooi_sweeps, cfg.seed, residual_ranks)
         calibration = None
     factor_seconds = time.perf_counter() - t0
     types = [BLOCK_TYPE[kind] for _, kind in block_layout(len(layers_of(teacher)), ops)]
-    errors = relative_errors(W.double(), factors.reconstruct().double(), types)
+    errors = relative_errors(W.double(), approx.double(), types)
     functional = (hidden_state_errors(encoder_of(teacher), encoder_of(student), held_out) | {"source": source}
                   if held_out else None)
 
     teacher_params, student_params = encoder_params(teacher), encoder_params(student)
     resolved = dataclasses.asdict(cfg) | {"rank_layer": rank_layer, "rank_dim": rank_dim, "ops": ops,
-                                          "teacher_dir": str(teacher_dir)}
+                                          "residual_ranks": residual_ranks, "teacher_dir": str(teacher_dir)}
     with atomic_output_dir(out) as tmp:
         student.save_pretrained(tmp)
         summary = {
@@ -199,8 +236,10 @@ def _held_out(cfg: DecomposeConfig, tokenizer, source: str) -> list:
     return read_sequences(source, flag, tokenizer, cfg.max_seq_length, cfg.held_out_examples, cfg.seed, split="dev")
 
 
-def _calibrated(cfg: DecomposeConfig, teacher, fit: list, rank_layer: int, rank_dim: int, ops: str):
-    """Factors fitted to the blocks' outputs on the calibration text, biases moved to the teacher's mean outputs."""
+def _calibrated(cfg: DecomposeConfig, teacher, fit: list, rank_layer: int, rank_dim: int, ops: str,
+                residual_ranks: list[int] | None):
+    """Factors fitted to the blocks' outputs on the calibration text (the layers' corrections to what they miss in
+    weight space), biases moved to the teacher's mean outputs."""
     stats = block_inputs(encoder_of(teacher), fit, ops)
     if stats.tokens < teacher.config.hidden_size:
         raise InputError(f"--calibration_data {cfg.calibration_data}: {stats.tokens} tokens, fewer than the hidden "
@@ -212,8 +251,12 @@ def _calibrated(cfg: DecomposeConfig, teacher, fit: list, rank_layer: int, rank_
     factors, history = refit(W, start, covariance, stats.inputs, cfg.calibration_sweeps)
     layout = block_layout(len(layers_of(teacher)), ops)
     plain = decompose_fast(W, rank_layer, rank_dim, sweeps=cfg.hooi_sweeps)
-    student = td_model(teacher, factors, rank_layer, rank_dim, ops, bias_shifts(W, factors, stats.means[stats.inputs], layout))
-    return student, factors, W.float(), {
+    approx = factors.reconstruct()
+    corrections = fit_corrections(W, approx, residual_ranks or [], layout, covariance[stats.inputs])
+    approx = approx + corrections.blocks
+    student = td_model(teacher, factors, rank_layer, rank_dim, ops, bias_shifts(W, approx, stats.means[stats.inputs], layout),
+                       corrections, residual_ranks)
+    return student, factors, W.float(), approx.float(), {
         "sequences": len(fit), "tokens": stats.tokens, "sweeps": cfg.calibration_sweeps,
         "output_error_plain": output_error(W, plain, covariance, stats.inputs),
         "output_error_by_sweep": history,

@@ -31,7 +31,7 @@ import torch
 from .tucker import SharedTucker, decompose_fast
 
 
-def _sqrt_and_inverse(m: torch.Tensor, rel_floor: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def sqrt_and_inverse(m: torch.Tensor, rel_floor: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """S = M^½ and S⁻¹ for a PSD moment, eigenvalues floored at rel_floor x the largest (directions the data
     never visits would otherwise make S⁻¹ explode)."""
     vals, vecs = torch.linalg.eigh(m)
@@ -54,7 +54,7 @@ def whitened_tucker(W: torch.Tensor, moments: torch.Tensor, inputs: torch.Tensor
     kind of input outweighs the others by its scale alone), V mapped back by S⁻¹."""
     per_block = moments[inputs]
     pooled = (per_block / per_block.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]).mean(0)
-    S, S_inv = _sqrt_and_inverse(pooled)
+    S, S_inv = sqrt_and_inverse(pooled)
     f = decompose_fast(W @ S, rank_layer, rank_dim, sweeps=sweeps)
     return SharedTucker(P=f.P, U=f.U, G=f.G, V=f.V @ S_inv, iterations=f.iterations)
 

@@ -112,8 +112,8 @@ def _load_student(cfg: GeneralDistillConfig, teacher, student_dir: Path):
             if getattr(config, key) != getattr(tc, key):
                 raise InputError(f"--use_swap: the student's {key} {getattr(config, key)} differs from the teacher's "
                                  f"{getattr(tc, key)}; factorizing the teacher needs the same geometry")
-        model, _, _ = factorize_teacher(teacher, config.rank_layer, config.rank_dim, config.ops)
-        return model
+        return factorize_teacher(teacher, config.rank_layer, config.rank_dim, config.ops,
+                                 residual_ranks=config.residual_ranks)[0]
     if config.vocab_size != teacher.config.vocab_size:
         raise InputError(f"--student_model {cfg.student_model}: vocab_size {config.vocab_size} differs from the "
                          f"teacher's {teacher.config.vocab_size}")

@@ -96,30 +96,51 @@ class TuckerFactors(nn.Module):
         return self._cache
 
 
+class LowRankResidual(nn.Module):
+    """A layer's own rank-r correction beside the shared factors, x -> x Bᵀ Aᵀ: where the signal forms, a layer can
+    hold more than the shared bank gives it (`residual_ranks`), each weight counted in the encoder's parameters."""
+
+    def __init__(self, in_features: int, rank: int, out_features: int):
+        super().__init__()
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+def _residual(in_features: int, rank: int, out_features: int) -> LowRankResidual | None:
+    return LowRankResidual(in_features, rank, out_features) if rank else None
+
+
 class FanOutProjection(nn.Module):
     """`n_blocks` blocks reading the same input: y = (x Vᵀ) [U C_i]ᵀ + b, outputs concatenated."""
 
-    def __init__(self, hidden_size: int, n_blocks: int, first_row_block: int):
+    def __init__(self, hidden_size: int, n_blocks: int, first_row_block: int, residual_rank: int = 0):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(n_blocks * hidden_size))
         self.rows = slice(first_row_block * hidden_size, (first_row_block + n_blocks) * hidden_size)
+        self.residual = _residual(hidden_size, residual_rank, n_blocks * hidden_size)
 
     def forward(self, x: torch.Tensor, w: FoldedWeights) -> torch.Tensor:
-        return F.linear(F.linear(x, w.V), w.fan_out[self.rows], self.bias)
+        y = F.linear(F.linear(x, w.V), w.fan_out[self.rows], self.bias)
+        return y if self.residual is None else y + self.residual(x)
 
 
 class FanInProjection(nn.Module):
     """`n_blocks` input blocks summed into one output: y = (Σ_j x_j Vᵀ C_jᵀ) Uᵀ + b."""
 
-    def __init__(self, hidden_size: int, n_blocks: int, first_row_block: int):
+    def __init__(self, hidden_size: int, n_blocks: int, first_row_block: int, residual_rank: int = 0):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(hidden_size))
         self.rows = slice(first_row_block * hidden_size, (first_row_block + n_blocks) * hidden_size)
+        self.residual = _residual(n_blocks * hidden_size, residual_rank, hidden_size)
 
     def forward(self, x: torch.Tensor, w: FoldedWeights, gelu_first: bool = False) -> torch.Tensor:
         """With `gelu_first`, x is the FFN's pre-activation: y = gelu(x) ..., gelu(x) recomputed in backward."""
         down = gelu_linear(x, w.fan_in[self.rows].T) if gelu_first else F.linear(x, w.fan_in[self.rows].T)
-        return F.linear(down, w.U, self.bias)
+        y = F.linear(down, w.U, self.bias)
+        return y if self.residual is None else y + self.residual(F.gelu(x) if gelu_first else x)
 
 
 class FoldedProjection(nn.Module):
@@ -127,13 +148,15 @@ class FoldedProjection(nn.Module):
     quantization and ONNX export see ordinary linear layers: fan-out groups x Vᵀ then [U C_i]ᵀ, the fan-in
     group x [Vᵀ C_jᵀ]_j then Uᵀ."""
 
-    def __init__(self, in_features: int, rank_dim: int, out_features: int):
+    def __init__(self, in_features: int, rank_dim: int, out_features: int, residual: LowRankResidual | None = None):
         super().__init__()
         self.down = nn.Linear(in_features, rank_dim, bias=False)
         self.up = nn.Linear(rank_dim, out_features)
+        self.residual = residual
 
     def forward(self, x: torch.Tensor, w: FoldedWeights | None = None) -> torch.Tensor:
-        return self.up(self.down(x))
+        y = self.up(self.down(x))
+        return y if self.residual is None else y + self.residual(x)
 
 
 @torch.no_grad()
@@ -151,11 +174,11 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
                              (layer.ffn, "intermediate"), (layer.ffn, "output")):
             proj = getattr(parent, name)
             if isinstance(proj, FanOutProjection):
-                new = FoldedProjection(h, w.V.shape[0], proj.bias.numel())
+                new = FoldedProjection(h, w.V.shape[0], proj.bias.numel(), proj.residual)
                 new.down.weight.copy_(w.V)
                 new.up.weight.copy_(w.fan_out[proj.rows])
             elif isinstance(proj, FanInProjection):
-                new = FoldedProjection(proj.rows.stop - proj.rows.start, w.V.shape[0], h)
+                new = FoldedProjection(proj.rows.stop - proj.rows.start, w.V.shape[0], h, proj.residual)
                 new.down.weight.copy_(w.fan_in[proj.rows].T)
                 new.up.weight.copy_(w.U)
             else:
@@ -224,7 +247,7 @@ class TuckerPooler(nn.Module):
 
 
 class TuckerBertAttention(nn.Module):
-    def __init__(self, config: TuckerBertConfig, fan_out_offset: int | None):
+    def __init__(self, config: TuckerBertConfig, fan_out_offset: int | None, residual_rank: int = 0):
         super().__init__()
         h = config.hidden_size
         self.num_heads = config.num_attention_heads
@@ -234,8 +257,8 @@ class TuckerBertAttention(nn.Module):
             self.qkv = DenseProjection(h, 3 * h)
             self.output = DenseProjection(h, h)
         else:
-            self.qkv = FanOutProjection(h, 3, fan_out_offset)
-            self.output = FanOutProjection(h, 1, fan_out_offset + 3)
+            self.qkv = FanOutProjection(h, 3, fan_out_offset, residual_rank)
+            self.output = FanOutProjection(h, 1, fan_out_offset + 3, residual_rank)
         self.attn_dropout = config.attention_probs_dropout_prob
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
@@ -270,15 +293,16 @@ class TuckerBertAttention(nn.Module):
 
 
 class TuckerBertFeedForward(nn.Module):
-    def __init__(self, config: TuckerBertConfig, fan_out_offset: int | None, fan_in_offset: int | None):
+    def __init__(self, config: TuckerBertConfig, fan_out_offset: int | None, fan_in_offset: int | None,
+                 residual_rank: int = 0):
         super().__init__()
         h = config.hidden_size
         if fan_out_offset is None:
             self.intermediate = DenseProjection(h, 4 * h)
             self.output = DenseProjection(4 * h, h)
         else:
-            self.intermediate = FanOutProjection(h, 4, fan_out_offset)
-            self.output = FanInProjection(h, 4, fan_in_offset)
+            self.intermediate = FanOutProjection(h, 4, fan_out_offset, residual_rank)
+            self.output = FanInProjection(h, 4, fan_in_offset, residual_rank)
         self.act = ACT2FN[config.hidden_act]
         self.exact_gelu = config.hidden_act == "gelu"
         self.dropout = Dropout(config.hidden_dropout_prob)
@@ -310,10 +334,9 @@ class TuckerBertLayer(nn.Module):
         # Fan-out rows per layer: Q, K, V, O when attention is factorized, then the 4 FFN input blocks.
         per_layer_fan_out = 4 * san + 4 * ffn
         base = layer_idx * per_layer_fan_out
-        self.attention = TuckerBertAttention(config, base if san else None)
-        self.ffn = TuckerBertFeedForward(
-            config, base + 4 * san if ffn else None, layer_idx * 4 if ffn else None
-        )
+        rank = config.residual_rank(layer_idx)
+        self.attention = TuckerBertAttention(config, base if san else None, rank)
+        self.ffn = TuckerBertFeedForward(config, base + 4 * san if ffn else None, layer_idx * 4 if ffn else None, rank)
 
     def forward(self, x, mask, w, want_scores: bool):
         x, scores, probs = self.attention(x, mask, w, want_scores)
