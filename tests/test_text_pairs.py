@@ -45,3 +45,26 @@ def test_bad_text_pair_files_are_refused_in_one_line(content, expected, tmp_path
     with pytest.raises(InputError, match=expected) as e:
         read_pairs(path, "--data_dir")
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_generation_metrics_agree_with_sacrebleus_command_line(tmp_path: Path):
+    """On real dev messages and an imperfect "translation" of them (the German of a neighbouring message for every
+    third one, the English source for every fifth, the reference otherwise), BLEU and chrF equal what sacrebleu's
+    own command line prints for the same files."""
+    import json
+    import subprocess
+
+    from tasks.text_metrics import generation_metrics, segment_line
+
+    pairs = read_pairs(CORPUS / "dev.tsv", "--data_dir")[:400]
+    refs = [p.target for p in pairs]
+    hyps = [pairs[i - 1].target if i % 3 == 0 else p.source if i % 5 == 0 else p.target for i, p in enumerate(pairs)]
+    ours = generation_metrics(hyps, refs)
+    (tmp_path / "ref.txt").write_text("".join(segment_line(r) + "\n" for r in refs))
+    (tmp_path / "hyp.txt").write_text("".join(segment_line(h) + "\n" for h in hyps))
+    cli = subprocess.run([str(REPO / ".venv/bin/sacrebleu"), str(tmp_path / "ref.txt"), "-i", str(tmp_path / "hyp.txt"),
+                          "-m", "bleu", "chrf", "-f", "json", "-w", "4"], capture_output=True, text=True, check=True)
+    theirs = {m["name"]: m["score"] for m in json.loads(cli.stdout)}
+    assert round(ours["bleu"], 4) == theirs["BLEU"] and round(ours["chrf"], 4) == theirs["chrF2"], (ours, theirs)
+    assert 20 < ours["bleu"] < 90 and ours["exact_match"] == sum(h == r for h, r in zip(hyps, refs)) / 400
+    assert ours["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
