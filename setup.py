@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Shared-core Tucker compression, distillation, pruning and quantization of BERT encoders",
     python_requires=">=3.10",
-    packages=["stagekit", "modeling", "corpora", "pregenerate", "decompose", "tasks", "distill", "compress"],
+    packages=["stagekit", "modeling", "corpora", "pregenerate", "decompose", "tasks", "distill", "text2text", "compress"],
     install_requires=[
         "torch==2.13.0",
         "transformers>=5.0,<6",
@@ -20,6 +20,8 @@ setup(
         "mwparserfromhell",
         "indexed_bzip2",
         "nupunkt",
+        "sacrebleu",
+        "babel",
         "pyyaml",
         "psutil",
         "matplotlib",

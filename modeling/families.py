@@ -15,6 +15,7 @@ embedded teacher into each layout and checks the maps end to end).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import torch
@@ -155,6 +156,45 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 )}
 _BY_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
 DENSE_MODEL_TYPES = tuple(_BY_TYPE)
+# The role of a text-to-text model: an encoder-decoder with its language-model head, generating text.
+GENERATOR = "generator"
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqFamily:
+    """An encoder-decoder family: its model types, its generator class, and its parts, each the module names (a
+    regular expression, matched whole) of the nn.Linear maps it holds: the units per-part pruning schedules name."""
+
+    name: str
+    model_types: tuple[str, ...]
+    generator: str  # transformers class name
+    parts: dict[str, str]
+
+    def part_modules(self, model: nn.Module, part: str) -> dict[str, nn.Linear]:
+        """The Linear maps of one part of a model, by name."""
+        pattern = re.compile(self.parts[part])
+        return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(name)}
+
+
+SEQ2SEQ_FAMILIES: dict[str, Seq2SeqFamily] = {f.name: f for f in (
+    Seq2SeqFamily("t5", ("t5",), "T5ForConditionalGeneration", {
+        "self_attention": r"(encoder|decoder)\.block\.\d+\.layer\.0\.SelfAttention\.[qkvo]",
+        "cross_attention": r"decoder\.block\.\d+\.layer\.1\.EncDecAttention\.[qkvo]",
+        "feed_forward": r"(encoder\.block\.\d+\.layer\.1|decoder\.block\.\d+\.layer\.2)\.DenseReluDense\.w(i|o|i_0|i_1)",
+        "lm_head": r"lm_head"}),
+)}
+SEQ2SEQ_MODEL_TYPES = tuple(t for f in SEQ2SEQ_FAMILIES.values() for t in f.model_types)
+
+
+def seq2seq_family_of(model_or_config: Any, where: str = "model") -> Seq2SeqFamily:
+    """The encoder-decoder family of a model, its config or config.json dict."""
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = config.get("model_type") if isinstance(config, dict) else config.model_type
+    family = next((f for f in SEQ2SEQ_FAMILIES.values() if model_type in f.model_types), None)
+    if family is None:
+        raise InputError(f"{where}: model_type is {model_type!r}, not a text-to-text family xcompress reads "
+                         f"({', '.join(SEQ2SEQ_MODEL_TYPES)})")
+    return family
 
 
 ALL_FAMILIES = tuple(FAMILIES)
@@ -168,6 +208,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "evaluate": ALL_FAMILIES, "prune --pruning_type structured": ALL_FAMILIES,
     "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary": ALL_FAMILIES,
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
+    "seq2seq-finetune": tuple(SEQ2SEQ_FAMILIES), "seq2seq-evaluate": tuple(SEQ2SEQ_FAMILIES),
 }
 WHY_NOT = {
     "general-distill": "its students are masked-LM models with BERT's head, trained on WordPiece pre-generated data",
@@ -186,7 +227,7 @@ def require_family(config: Any, where: str, stage: str) -> Family:
 
 def support_table() -> str:
     """docs/families.md's table: which stage takes which family."""
-    names = list(FAMILIES)
+    names = list(FAMILIES) + list(SEQ2SEQ_FAMILIES)
     rows = ["| stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for stage, families in STAGE_FAMILIES.items():
         rows.append(f"| {stage} | " + " | ".join("yes" if n in families else "-" for n in names) + " |")

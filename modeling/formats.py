@@ -16,7 +16,7 @@ from stagekit.errors import InputError
 
 from .configuration_tucker_bert import TuckerBertConfig
 from .modeling_tucker_bert import TuckerBertForMaskedLM, TuckerBertForSequenceClassification, TuckerBertModel
-from .families import CLASSIFIER, ENCODER, FAMILIES, MASKED_LM, encoder_of  # noqa: F401  (roles and encoder_of: re-exported)
+from .families import CLASSIFIER, ENCODER, FAMILIES, GENERATOR, MASKED_LM, SEQ2SEQ_FAMILIES, encoder_of  # noqa: F401  (roles and encoder_of: re-exported)
 from .pruned import PRUNED_CLASSES
 
 # A config key: the word pieces kept by vocabulary pruning ({"original_size": n, "kept": k}).
@@ -25,7 +25,7 @@ VOCABULARY_KEY = "xcompress_vocabulary"
 TEACHER_LAYERS_KEY = "xcompress_teacher_layers"
 # What an architecture is, for the stages: a dense teacher (fine-tuned, factorized, distilled from), a TD
 # student, or a structurally pruned model.
-DENSE, TUCKER, PRUNED = "dense", "tucker", "pruned"
+DENSE, TUCKER, PRUNED, SEQ2SEQ = "dense", "tucker", "pruned", "seq2seq"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +53,13 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                   MASKED_LM: TuckerBertForMaskedLM}),
     *(Architecture(config.model_type, PRUNED, config, {ENCODER: encoder, CLASSIFIER: classifier})
       for config, encoder, classifier in PRUNED_CLASSES.values()),
+    *(Architecture(t, SEQ2SEQ, getattr(transformers, f.generator).config_class,
+                   {GENERATOR: getattr(transformers, f.generator)})
+      for f in SEQ2SEQ_FAMILIES.values() for t in f.model_types),
 )}
 
-KIND_NAMES = {DENSE: "a dense encoder", TUCKER: "a TD model", PRUNED: "a pruned encoder"}
+KIND_NAMES = {DENSE: "a dense encoder", TUCKER: "a TD model", PRUNED: "a pruned encoder",
+              SEQ2SEQ: "a text-to-text (encoder-decoder) model"}
 
 
 def architecture_of(config: Any, where: str, kinds: tuple[str, ...] | None = None) -> Architecture:

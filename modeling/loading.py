@@ -17,14 +17,15 @@ from stagekit.errors import InputError
 from stagekit.model_paths import read_config_dict, resolve_model_dir
 
 from .checks import weight_problems
-from .families import family_named, require_family
-from .formats import CLASSIFIER, DENSE, ENCODER, MASKED_LM, Architecture, architecture_of
+from .families import STAGE_FAMILIES, family_named, require_family
+from .formats import CLASSIFIER, DENSE, ENCODER, GENERATOR, MASKED_LM, SEQ2SEQ, Architecture, architecture_of
 from .int8 import load_quantized, quantization_of
 
 # Keys a role may lack: an encoder its pooler (all-MiniLM-L6-v2 ships none), and, where the caller draws a new head
 # from its seed, that head.
-TOLERATED = {ENCODER: ("pooler.",), CLASSIFIER: (), MASKED_LM: ()}
-NEW_HEAD_PREFIXES = {ENCODER: (), CLASSIFIER: ("classifier.", "pooler.", "bert.pooler."), MASKED_LM: ("cls.",)}
+TOLERATED = {ENCODER: ("pooler.",), CLASSIFIER: (), MASKED_LM: (), GENERATOR: ()}
+NEW_HEAD_PREFIXES = {ENCODER: (), CLASSIFIER: ("classifier.", "pooler.", "bert.pooler."), MASKED_LM: ("cls.",),
+                     GENERATOR: ()}
 FP32_ONLY = "this stage needs the fp32 model it came from"
 
 
@@ -37,6 +38,9 @@ def inspect_model(name_or_path: str, flag: str, kinds: tuple[str, ...] | None = 
     arch = architecture_of(config, f"{flag} {name_or_path}", kinds)
     if stage is not None and arch.kind == DENSE:
         require_family(config, f"{flag} {name_or_path}", stage)
+    if stage is not None and arch.kind == SEQ2SEQ and arch.model_type not in STAGE_FAMILIES[stage]:
+        raise InputError(f"{flag} {name_or_path}: a {arch.model_type} text-to-text model; {stage} takes "
+                         f"{', '.join(STAGE_FAMILIES[stage])} models")
     return model_dir, config, arch
 
 

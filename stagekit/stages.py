@@ -35,6 +35,10 @@ STAGES: dict[str, Stage] = {
     "task-distill": Stage("distill.task", "distil a fine-tuned teacher into a TD student on a GLUE task",
                           trains=True, multi_rank=True),
     "evaluate": Stage("distill.evaluate", "GLUE dev metrics (and test submissions) of a model"),
+    "seq2seq-finetune": Stage("text2text.finetune", "fine-tune a text-to-text model (T5) on source/target texts or a "
+                              "GLUE task in T5's text form, validating by generation", trains=True),
+    "seq2seq-evaluate": Stage("text2text.evaluate", "BLEU, chrF, exact match or the GLUE metric of a text-to-text "
+                              "model's generated texts, and its generation time per sentence"),
     "prune": Stage("compress.prune", "structured, TD-rank or unstructured pruning of a task model, with recovery",
                    trains=True),
     "quantize": Stage("compress.quantize", "int8 dynamic quantization (PyTorch and ONNX Runtime) of a task model"),

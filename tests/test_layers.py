@@ -15,7 +15,8 @@ ALLOWED = {
     "decompose": {"stagekit", "modeling", "corpora"},
     "tasks": {"stagekit", "modeling", "corpora"},
     "distill": {"stagekit", "modeling", "corpora", "decompose", "tasks"},
-    "compress": {"stagekit", "modeling", "corpora", "decompose", "tasks", "distill"},
+    "text2text": {"stagekit", "modeling", "corpora", "tasks", "distill"},
+    "compress": {"stagekit", "modeling", "corpora", "decompose", "tasks", "distill", "text2text"},
 }
 
 
