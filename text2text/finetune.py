@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from corpora.glue import subset
-from distill.optim import linear_schedule, param_groups
+from distill.loop import optimizer_for, optimizer_step
 from modeling.formats import GENERATOR, SEQ2SEQ
 from modeling.loading import load_model, load_tokenizer
 from stagekit.atomic import atomic_output_dir, check_output_dir
@@ -80,8 +80,7 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
     dev_data = PairBatches(dev, tokenizer, cfg.max_source_length, cfg.max_target_length)
     steps_per_epoch = math.ceil(len(train) / cfg.train_batch_size)
     total = cfg.max_steps or math.ceil(cfg.num_train_epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
-    scheduler = linear_schedule(optimizer, int(cfg.warmup_proportion * total), total)
+    _, optimizer, scheduler = optimizer_for(model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_proportion, total)
     order = random.Random(cfg.seed)
 
     def validate(step: int, train_loss: float | None) -> dict[str, Any]:
@@ -109,10 +108,7 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
         rows, pool = pool[:cfg.train_batch_size], pool[cfg.train_batch_size:]
         loss = model(**train_data.batch(rows)).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, scheduler, model.parameters(), cfg.max_grad_norm)
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         bar.update(1)
