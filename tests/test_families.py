@@ -255,7 +255,7 @@ def test_bad_family_input_is_one_line(case, transplants, sst2_teacher, glue_copy
         "gpt2": (["dense-student", "--teacher_model", str(gpt2), "--layer_stride", "2"],
                  "model_type is 'gpt2', not one xcompress reads"),
         "t5": (["decompose", "--teacher_model", str(t5), "--rank_layer", "8", "--rank_dim", "32"],
-               "model_type is 't5', not one xcompress reads"),
+               "a text-to-text (encoder-decoder) model (t5), not a dense encoder"),
         "layer_out_of_range": (["dense-student", "--teacher_model", str(transplants["distilbert"]), "--keep_layers",
                                 "0,6"], "--keep_layers 0,6: each teacher layer at most once, from 0 to 5"),
         "heads_roberta": (["dense-student", "--teacher_model", str(transplants["roberta"]), "--num_attention_heads",
