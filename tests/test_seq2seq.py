@@ -9,7 +9,7 @@ import pytest
 from modeling.families import SEQ2SEQ_FAMILIES
 from stagekit.cli import main
 from tests.conftest import REPO
-from tests.small_t5 import T5_SMALL, small_t5
+from text2text.t5_from_corpus import T5_SMALL, small_t5
 
 CORPUS = REPO / "data/parallel/gettext-en-de"
 TINY = {"d_model": 64, "d_ff": 256, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}

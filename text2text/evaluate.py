@@ -14,6 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from corpora.glue import subset
 from modeling.formats import GENERATOR, SEQ2SEQ
 from modeling.loading import load_model, load_tokenizer
@@ -52,6 +54,7 @@ def run(cfg: Seq2SeqEvaluateConfig) -> dict[str, Any]:
     check_values(cfg)
     task = text_task(cfg.task_name)
     model, model_dir = load_model(cfg.model, "--model", GENERATOR, kinds=(SEQ2SEQ,), stage="seq2seq-evaluate")
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(model_dir, "--model")
     pairs = subset(task.pairs(cfg.data_dir, cfg.split), cfg.max_eval_examples, cfg.seed)
     if not all(p.target for p in pairs):
@@ -67,7 +70,8 @@ def run(cfg: Seq2SeqEvaluateConfig) -> dict[str, Any]:
                                                        cfg.generation_max_length, cfg.generation_num_beams, b)
                for b in LATENCY_BATCHES} if timed else {}
     summary = {"model": str(model_dir), "task": task.name, "split": cfg.split, "examples": len(pairs),
-               "metrics": task.score(generated, pairs), "ms_per_sentence": latency, "config": dataclasses.asdict(cfg)}
+               "metrics": task.score(generated, pairs), "ms_per_sentence": latency,
+               "device": str(model.device), "config": dataclasses.asdict(cfg)}
     out.mkdir(parents=True, exist_ok=True)
     for name, texts in (("hypotheses", generated), ("references", [p.target for p in pairs])):
         (out / f"{name}_{cfg.split}.txt").write_text("".join(segment_line(t) + "\n" for t in texts))

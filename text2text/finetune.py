@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from corpora.glue import subset
 from distill.loop import optimizer_for, optimizer_step
+from distill.sparsity import SparsityMask
 from modeling.formats import GENERATOR, SEQ2SEQ
 from modeling.loading import load_model, load_tokenizer
 from stagekit.atomic import atomic_output_dir, check_output_dir
@@ -32,7 +33,7 @@ from stagekit.options import above, at_least, between, check_values, option
 from stagekit.outputs import finish_stage
 
 from .data import text_task
-from .generation import PairBatches, generate, mean_loss
+from .generation import PairBatches, generate, mean_loss, on_device
 
 
 @dataclasses.dataclass
@@ -57,6 +58,7 @@ class Seq2SeqFinetuneConfig:
     max_train_examples: int | None = option(None, help="a seeded subset of the training pairs", check=at_least(1))
     max_eval_examples: int | None = option(500, help="dev pairs generated at each validation (seeded subset)",
                                            check=at_least(1))
+    keep_sparsity: bool = option(False, help="weights that are zero at the start stay zero (fine-tuning a pruned model)")
     seed: int = option(42)
     overwrite_output_dir: bool = option(False)
     quiet: bool = option(False)
@@ -76,6 +78,9 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
     dev = subset(task.pairs(cfg.data_dir, "dev"), cfg.max_eval_examples, cfg.seed)
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    keep_zeros = SparsityMask(model) if cfg.keep_sparsity else None
     train_data = PairBatches(train, tokenizer, cfg.max_source_length, cfg.max_target_length)
     dev_data = PairBatches(dev, tokenizer, cfg.max_source_length, cfg.max_target_length)
     steps_per_epoch = math.ceil(len(train) / cfg.train_batch_size)
@@ -106,9 +111,11 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
             pool = list(range(len(train)))
             order.shuffle(pool)
         rows, pool = pool[:cfg.train_batch_size], pool[cfg.train_batch_size:]
-        loss = model(**train_data.batch(rows)).loss
+        loss = model(**on_device(train_data.batch(rows), device)).loss
         loss.backward()
         optimizer_step(optimizer, scheduler, model.parameters(), cfg.max_grad_norm)
+        if keep_zeros:
+            keep_zeros()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         bar.update(1)
@@ -121,6 +128,7 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
     # --- cleanup ------------------------------------------------------------------------------------------
     bar.close()
     model.load_state_dict(best_state)
+    model.to("cpu")
     model.config.finetuning_task = task.name
     summary = {"model": str(model_dir), "task": task.name, "train_pairs": len(train), "dev_pairs": len(dev),
                "steps": total, "best_step": best["step"], "dev": best["metrics"], "history": history,

@@ -30,6 +30,10 @@ class PairBatches:
         return {"input_ids": src, "attention_mask": (src != self.pad).long(), "labels": labels}
 
 
+def on_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def _padded(rows: list[list[int]], value: int) -> torch.Tensor:
     out = torch.full((len(rows), max(map(len, rows))), value, dtype=torch.long)
     for i, row in enumerate(rows):
@@ -45,7 +49,7 @@ def mean_loss(model, data: PairBatches, batch_size: int) -> float:
     for start in range(0, len(data), batch_size):
         batch = data.batch(range(start, min(start + batch_size, len(data))))
         n = int((batch["labels"] != -100).sum())
-        total += float(model(**batch).loss) * n
+        total += float(model(**on_device(batch, model.device)).loss) * n
         pieces += n
     return total / max(1, pieces)
 
@@ -60,7 +64,7 @@ def generate(model, tokenizer, sources: list[str], max_source_length: int, max_l
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         enc = tokenizer([sources[i] for i in rows], max_length=max_source_length, truncation=True, padding=True,
-                        return_tensors="pt")
+                        return_tensors="pt").to(model.device)
         ids = model.generate(**enc, max_new_tokens=max_length, num_beams=num_beams, do_sample=False)
         for i, text in zip(rows, tokenizer.batch_decode(ids, skip_special_tokens=True)):
             out[i] = text
@@ -71,6 +75,13 @@ def generation_seconds(model, tokenizer, sources: list[str], max_source_length: 
                        num_beams: int, batch_size: int) -> float:
     """Wall seconds per sentence of generating `sources` at `batch_size`, after one warm-up batch."""
     generate(model, tokenizer, sources[:batch_size], max_source_length, max_length, num_beams, batch_size)
+    _synchronize(model.device)
     start = time.perf_counter()
     generate(model, tokenizer, sources, max_source_length, max_length, num_beams, batch_size)
+    _synchronize(model.device)
     return (time.perf_counter() - start) / len(sources)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: time what they did, not what was queued
+        torch.cuda.synchronize(device)

@@ -1,4 +1,4 @@
-"""Small T5 models made here from shipped text (nothing is downloaded): a SentencePiece Unigram tokenizer trained on
+"""Small T5 models made from shipped text (nothing is downloaded): a SentencePiece Unigram tokenizer trained on
 a text-to-text corpus's own sources and targets, with T5's special pieces (pad 0, end of sequence 1, unknown 2) and
 its end-of-sequence piece appended to every text, and a T5 of t5-small's architecture at a chosen size, randomly
 initialised. The published t5-small config.json values are here too (`T5_SMALL`)."""
