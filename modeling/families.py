@@ -209,6 +209,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary": ALL_FAMILIES,
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
     "seq2seq-finetune": tuple(SEQ2SEQ_FAMILIES), "seq2seq-evaluate": tuple(SEQ2SEQ_FAMILIES),
+    "prune-schedule": tuple(SEQ2SEQ_FAMILIES),
 }
 WHY_NOT = {
     "general-distill": "its students are masked-LM models with BERT's head, trained on WordPiece pre-generated data",

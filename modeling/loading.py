@@ -20,6 +20,7 @@ from .checks import weight_problems
 from .families import STAGE_FAMILIES, family_named, require_family
 from .formats import CLASSIFIER, DENSE, ENCODER, GENERATOR, MASKED_LM, SEQ2SEQ, Architecture, architecture_of
 from .int8 import load_quantized, quantization_of
+from .sparse_storage import SPARSE_WEIGHTS, load_sparse
 
 # Keys a role may lack: an encoder its pooler (all-MiniLM-L6-v2 ships none), and, where the caller draws a new head
 # from its seed, that head.
@@ -73,7 +74,7 @@ def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tupl
     where = f"{flag} {name_or_path}"
     model_dir, raw, arch = inspect_model(name_or_path, flag, kinds, stage)
     cls = arch.model_class(role, where)
-    if not any((model_dir / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+    if not any((model_dir / name).is_file() for name in ("model.safetensors", "pytorch_model.bin", SPARSE_WEIGHTS)):
         raise InputError(f"{where}: no model.safetensors in {model_dir}")
     if need_fp32 and quantization_of(raw):
         raise InputError(f"{where}: stored in int8; {FP32_ONLY}")
@@ -82,7 +83,10 @@ def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tupl
             return load_quantized(model_dir, cls), model_dir
         config = cls.config_class.from_pretrained(str(model_dir))
         config.update(config_updates or {})
-        model, info = cls.from_pretrained(str(model_dir), config=config, output_loading_info=True)
+        if (model_dir / SPARSE_WEIGHTS).is_file() and not (model_dir / "model.safetensors").is_file():
+            model, info = _sparse_model(cls, config, model_dir / SPARSE_WEIGHTS)
+        else:
+            model, info = cls.from_pretrained(str(model_dir), config=config, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise InputError(f"{where}: cannot load weights ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
     family = family_named(raw.get("model_type"))
@@ -93,3 +97,11 @@ def load_model(name_or_path: str, flag: str, role: str = ENCODER, *, kinds: tupl
     if need_fp32 and (dtype := next(model.parameters()).dtype) != torch.float32:
         raise InputError(f"{where}: stored in {str(dtype).removeprefix('torch.')}; {FP32_ONLY}")
     return model.eval(), model_dir
+
+
+def _sparse_model(cls, config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A model of a compactly stored sparse state dict, with the load report from_pretrained would give."""
+    model = cls(config)
+    result = model.load_state_dict(load_sparse(path), strict=False)
+    return model, {"missing_keys": result.missing_keys, "unexpected_keys": result.unexpected_keys,
+                   "mismatched_keys": []}

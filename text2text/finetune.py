@@ -142,13 +142,18 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
     return summary
 
 
+STATS_HEADER = ["step", "epoch", "train_loss", "val_loss", "score", "cpu_seconds"]
+
+
+def stats_rows(history: list[dict[str, Any]]) -> list[list[str]]:
+    """The rows of training_stats.csv (STATS_HEADER) of a run's validation history."""
+    return [[str(row["step"]), f"{row['epoch']:.4f}", "" if row["train_loss"] is None else f"{row['train_loss']:.6f}",
+             f"{row['val_loss']:.6f}", f"{row['score']:.6f}", f"{row['cpu_seconds']:.1f}"] for row in history]
+
+
 def _write_stats(path: Path, history: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "epoch", "train_loss", "val_loss", "score", "cpu_seconds"])
-        for row in history:
-            w.writerow([row["step"], f"{row['epoch']:.4f}", "" if row["train_loss"] is None else f"{row['train_loss']:.6f}",
-                        f"{row['val_loss']:.6f}", f"{row['score']:.6f}", f"{row['cpu_seconds']:.1f}"])
+        csv.writer(f).writerows([STATS_HEADER, *stats_rows(history)])
 
 
 def report(summary: dict[str, Any]) -> str:

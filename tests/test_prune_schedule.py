@@ -1,0 +1,120 @@
+"""prune-schedule on a small T5 trained here on the shipped corpus: each part reaches its amount and keeps it through
+the later parts' fine-tuning, a stopped run resumes after its last finished part, the compact file is as small as
+the goal says and loads back to the same weights, and bad schedules are one line."""
+import json
+
+import pytest
+import torch
+
+from compress.prune_schedule import PruneScheduleConfig, part_sparsity
+from compress.prune_schedule import run as prune_schedule
+from modeling.families import SEQ2SEQ_FAMILIES
+from modeling.formats import GENERATOR
+from modeling.loading import load_model
+from modeling.sparse_storage import SPARSE_WEIGHTS, load_sparse, save_sparse
+from stagekit.cli import main
+from tests.conftest import REPO
+from text2text.t5_from_corpus import small_t5
+
+CORPUS = REPO / "data/parallel/gettext-en-de"
+TINY = {"d_model": 64, "d_ff": 256, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}
+SCHEDULE = "self_attention:0.9:0.05,cross_attention:0.4:0.05,feed_forward:0.7:0.05,lm_head:0.8:0.05"
+FAST = ["--max_train_examples", "1600", "--max_eval_examples", "32", "--generation_max_length", "8",
+        "--learning_rate", "3e-3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def t5_de(tmp_path_factory):
+    """A tiny T5 given 200 steps of the English -> German corpus: trained weights, not an initialisation's."""
+    base = tmp_path_factory.mktemp("t5")
+    small_t5(CORPUS, base / "init", vocab_size=2000, max_pairs=4000, **TINY)
+    assert main(["seq2seq-finetune", "--model", str(base / "init"), "--task_name", "text", "--data_dir", str(CORPUS),
+                 "--output_dir", str(base / "de"), "--max_steps", "200", "--eval_steps", "200",
+                 "--max_train_examples", "4000", "--max_eval_examples", "32", "--generation_max_length", "8",
+                 "--learning_rate", "3e-3", "--quiet"]) == 0
+    return base / "de"
+
+
+def test_each_part_reaches_its_amount_and_keeps_it(t5_de, tmp_path):
+    out = tmp_path / "pruned"
+    assert main(["prune-schedule", "--model", str(t5_de), "--task_name", "text", "--data_dir", str(CORPUS),
+                 "--output_dir", str(out), "--schedule", SCHEDULE, *FAST]) == 0
+    summary = json.loads((out / "prune_schedule_summary.json").read_text())
+    asked = {s.split(":")[0]: float(s.split(":")[1]) for s in SCHEDULE.split(",")}
+    assert [p["part"] for p in summary["parts"]] == list(asked)
+    # After part k, parts 1..k are at their amounts (within one weight of rounding) and later parts untouched.
+    for k, record in enumerate(summary["parts"]):
+        for j, (part, amount) in enumerate(asked.items()):
+            s = record["sparsity"][part]["sparsity"]
+            assert (abs(s - amount) < 0.005) if j <= k else s < 0.01, (record["part"], part, s)
+    # The final model, read back from the compact file, holds the same zeros.
+    model, _ = load_model(str(out), "--model", GENERATOR)
+    final = part_sparsity(model, SEQ2SEQ_FAMILIES["t5"])
+    assert {p: round(final[p]["sparsity"], 6) for p in asked} == {
+        p: round(summary["sparsity"][p]["sparsity"], 6) for p in asked}
+    overall = summary["sparsity"]["all"]["sparsity"]
+    assert summary["bytes"] <= 1.2 * (1 - overall) * summary["original_bytes"], summary
+    assert not (out / "model.safetensors").exists() and (out / SPARSE_WEIGHTS).is_file()
+    lines = (out / "training_stats.csv").read_text().splitlines()
+    assert lines[0] == "part,step,epoch,train_loss,val_loss,score,cpu_seconds" and len(lines) == 1 + 4 * 2
+    assert (out / "loss.png").stat().st_size > 0 and "| lm_head | 80% |" in (out / "prune_schedule_results.md").read_text()
+    assert not (tmp_path / ".pruned.partial").exists()
+
+
+def test_a_stopped_schedule_resumes_after_its_last_finished_part(t5_de, tmp_path, monkeypatch):
+    """The second part's fine-tuning is interrupted; the same command resumes there and ends as an uninterrupted run."""
+    import text2text.finetune as finetune_module
+
+    out = tmp_path / "pruned"
+    cfg = PruneScheduleConfig(model=str(t5_de), task_name="text", data_dir=str(CORPUS), output_dir=str(out),
+                              schedule="self_attention:0.5:0.05,feed_forward:0.5:0.05", max_train_examples=1600,
+                              max_eval_examples=32, generation_max_length=8, learning_rate=3e-3, quiet=True)
+    real, calls = finetune_module.run, []
+
+    def interrupted(c):
+        calls.append(c.model)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(c)
+
+    monkeypatch.setattr("compress.prune_schedule.finetune", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prune_schedule(cfg)
+    assert not out.exists()
+    state = json.loads((tmp_path / ".pruned.partial/schedule_state.json").read_text())
+    assert [p["part"] for p in state["done"]] == ["self_attention"]
+    monkeypatch.setattr("compress.prune_schedule.finetune", real)
+    summary = prune_schedule(cfg)
+    assert [p["part"] for p in summary["parts"]] == ["self_attention", "feed_forward"]
+    assert summary["parts"][0] == state["done"][0]  # the finished part was not run again
+    assert abs(summary["sparsity"]["feed_forward"]["sparsity"] - 0.5) < 0.005
+
+
+def test_compact_storage_round_trips_and_writes_tied_weights_once(t5_de, tmp_path):
+    model, _ = load_model(str(t5_de), "--model", GENERATOR)
+    torch.nn.utils.prune.l1_unstructured(model.lm_head, "weight", amount=0.75)
+    torch.nn.utils.prune.remove(model.lm_head, "weight")
+    path = save_sparse(model, tmp_path)
+    state = load_sparse(path)
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert state["lm_head.weight"] is state["shared.weight"]  # tied: stored once, shared again on reading
+    unique = {v.data_ptr(): v for v in model.state_dict().values()}.values()
+    dense_bytes, n = sum(v.numel() * 4 for v in unique), model.shared.weight.numel()
+    # The tied matrix costs a bit per entry and its quarter of non-zero values; the rest is as it was.
+    assert path.stat().st_size < dense_bytes - 4 * n + n / 8 + 0.25 * 4 * n + 50_000
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("self_attention:0.9", "'self_attention:0.9' is not part:amount:epochs"),
+    ("attention:0.5:1", "'attention' is no part of a t5 model (self_attention, cross_attention, feed_forward, lm_head)"),
+    ("lm_head:1.0:1", "'lm_head:1.0:1': the amount is a fraction in [0, 1)"),
+    ("lm_head:0.5:0", "'lm_head:0.5:0': each part is fine-tuned for more than 0 epochs"),
+    ("lm_head:0.5:1,lm_head:0.2:1", "'lm_head' is named twice"),
+])
+def test_bad_schedules_are_one_line(schedule, expected, t5_de, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune-schedule", "--model", str(t5_de), "--task_name", "text", "--data_dir", str(CORPUS),
+                 "--output_dir", str(out), "--schedule", schedule]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
