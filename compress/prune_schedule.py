@@ -151,7 +151,7 @@ def run(cfg: PruneScheduleConfig) -> dict[str, Any]:
     state = _read_state(state_file)
     if state is None or state["identity"] != identity:
         fresh_dir(work)
-        state = {"identity": identity, "original": _original(cfg, task, model_dir), "done": []}
+        state = {"identity": identity, "original": dev_reference(cfg, task, model_dir), "done": []}
         write_json(state_file, state)
     elif not cfg.quiet:
         print(f"prune-schedule: resuming after part {len(state['done'])} of {len(steps)} ({work})", flush=True)
@@ -164,7 +164,7 @@ def run(cfg: PruneScheduleConfig) -> dict[str, Any]:
         prune_part(model, family, step.part, step.amount)
         model.save_pretrained(step_dir / "pruned")
         load_tokenizer(source, "--model").save_pretrained(step_dir / "pruned")
-        tuned = finetune(_finetune_config(cfg, step_dir, step))
+        tuned = finetune(finetune_config(cfg, step_dir / "pruned", step_dir / "tuned", step.epochs))
         shutil.rmtree(step_dir / "pruned")
         model, _ = load_model(str(step_dir / "tuned"), "--model", GENERATOR, kinds=(SEQ2SEQ,))
         record = {"part": step.part, "amount": step.amount, "epochs": step.epochs,
@@ -214,8 +214,9 @@ def _read_state(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _original(cfg: PruneScheduleConfig, task, model_dir: Path) -> dict[str, Any]:
-    """The unpruned model's dev score and validation loss, on the dev pairs every part is validated on."""
+def dev_reference(cfg, task, model_dir: Path) -> dict[str, Any]:
+    """The unpruned model's dev score and validation loss, on the dev pairs a pruned model is validated on (`cfg`
+    carries seq2seq-finetune's data, length and generation flags)."""
     model, _ = load_model(str(model_dir), "--model", GENERATOR, kinds=(SEQ2SEQ,), stage=STAGE)
     tokenizer = load_tokenizer(model_dir, "--model")
     dev = subset(task.pairs(cfg.data_dir, "dev"), cfg.max_eval_examples, cfg.seed)
@@ -226,11 +227,14 @@ def _original(cfg: PruneScheduleConfig, task, model_dir: Path) -> dict[str, Any]
     return {"score": metrics["score"], "dev": metrics, "val_loss": mean_loss(model, data, cfg.eval_batch_size)}
 
 
-def _finetune_config(cfg: PruneScheduleConfig, step_dir: Path, step: Step) -> Seq2SeqFinetuneConfig:
+def finetune_config(cfg, model: Path, output: Path, epochs: float) -> Seq2SeqFinetuneConfig:
+    """seq2seq-finetune's config for fine-tuning a pruned model with its zeros held: the flags a pruning stage
+    shares with it (learning rate, batches, lengths, generation, examples, seed) passed on."""
+    own = ("model", "output_dir", "overwrite_output_dir", "num_train_epochs")
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Seq2SeqFinetuneConfig)
-              if hasattr(cfg, f.name) and f.name not in ("model", "output_dir", "overwrite_output_dir")}
-    return Seq2SeqFinetuneConfig(**shared, model=str(step_dir / "pruned"), output_dir=str(step_dir / "tuned"),
-                                 num_train_epochs=step.epochs, keep_sparsity=True)
+              if hasattr(cfg, f.name) and f.name not in own}
+    return Seq2SeqFinetuneConfig(**shared, model=str(model), output_dir=str(output), num_train_epochs=epochs,
+                                 keep_sparsity=True, overwrite_output_dir=True)
 
 
 def _write_stats(path: Path, parts: list[dict[str, Any]]) -> None:

@@ -169,6 +169,12 @@ class Seq2SeqFamily:
     model_types: tuple[str, ...]
     generator: str  # transformers class name
     parts: dict[str, str]
+    # The module each Linear map's block is (its name's first group): the unit composable pruning prunes, fine-tunes
+    # and composes, called again on its own inputs.
+    blocks: str
+
+    def block_of(self, linear_name: str) -> str:
+        return re.fullmatch(self.blocks, linear_name).group(1)
 
     def part_modules(self, model: nn.Module, part: str) -> dict[str, nn.Linear]:
         """The Linear maps of one part of a model, by name."""
@@ -181,7 +187,8 @@ SEQ2SEQ_FAMILIES: dict[str, Seq2SeqFamily] = {f.name: f for f in (
         "self_attention": r"(encoder|decoder)\.block\.\d+\.layer\.0\.SelfAttention\.[qkvo]",
         "cross_attention": r"decoder\.block\.\d+\.layer\.1\.EncDecAttention\.[qkvo]",
         "feed_forward": r"(encoder\.block\.\d+\.layer\.1|decoder\.block\.\d+\.layer\.2)\.DenseReluDense\.w(i|o|i_0|i_1)",
-        "lm_head": r"lm_head"}),
+        "lm_head": r"lm_head"},
+        blocks=r"(lm_head|(?:encoder|decoder)\.block\.\d+\.layer\.\d+)(?:\..*)?"),
 )}
 SEQ2SEQ_MODEL_TYPES = tuple(t for f in SEQ2SEQ_FAMILIES.values() for t in f.model_types)
 
@@ -209,7 +216,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary": ALL_FAMILIES,
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
     "seq2seq-finetune": tuple(SEQ2SEQ_FAMILIES), "seq2seq-evaluate": tuple(SEQ2SEQ_FAMILIES),
-    "prune-schedule": tuple(SEQ2SEQ_FAMILIES),
+    "prune-schedule": tuple(SEQ2SEQ_FAMILIES), "prune-compose": tuple(SEQ2SEQ_FAMILIES),
 }
 WHY_NOT = {
     "general-distill": "its students are masked-LM models with BERT's head, trained on WordPiece pre-generated data",

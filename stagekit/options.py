@@ -79,6 +79,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         if kind is bool:
             parser.add_argument(f"--{f.name}", action="store_true", **kwargs)
             continue
+        if kind is list:  # a list field takes one or more values after its flag
+            kwargs["nargs"] = "+"
         if f.default is dataclasses.MISSING:
             kwargs["required"] = True
         else:

@@ -79,3 +79,22 @@ def td_student(tmp_path_factory) -> Path:
     assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--config", "models/minilm-td-36-192",
                  "--output_dir", str(out)]) == 0
     return out
+
+
+CORPUS = REPO / "data/parallel/gettext-en-de"
+TINY_T5 = {"d_model": 64, "d_ff": 256, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}
+
+
+@pytest.fixture(scope="session")
+def t5_de(tmp_path_factory) -> Path:
+    """A tiny T5 given 200 steps of the English -> German corpus: trained weights, not an initialisation's."""
+    from stagekit.cli import main
+    from text2text.t5_from_corpus import small_t5
+
+    base = tmp_path_factory.mktemp("t5")
+    small_t5(CORPUS, base / "init", vocab_size=2000, max_pairs=4000, **TINY_T5)
+    assert main(["seq2seq-finetune", "--model", str(base / "init"), "--task_name", "text", "--data_dir", str(CORPUS),
+                 "--output_dir", str(base / "de"), "--max_steps", "200", "--eval_steps", "200",
+                 "--max_train_examples", "4000", "--max_eval_examples", "32", "--generation_max_length", "8",
+                 "--learning_rate", "3e-3", "--quiet"]) == 0
+    return base / "de"

@@ -13,26 +13,11 @@ from modeling.formats import GENERATOR
 from modeling.loading import load_model
 from modeling.sparse_storage import SPARSE_WEIGHTS, load_sparse, save_sparse
 from stagekit.cli import main
-from tests.conftest import REPO
-from text2text.t5_from_corpus import small_t5
+from tests.conftest import CORPUS
 
-CORPUS = REPO / "data/parallel/gettext-en-de"
-TINY = {"d_model": 64, "d_ff": 256, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}
 SCHEDULE = "self_attention:0.9:0.05,cross_attention:0.4:0.05,feed_forward:0.7:0.05,lm_head:0.8:0.05"
 FAST = ["--max_train_examples", "1600", "--max_eval_examples", "32", "--generation_max_length", "8",
         "--learning_rate", "3e-3", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def t5_de(tmp_path_factory):
-    """A tiny T5 given 200 steps of the English -> German corpus: trained weights, not an initialisation's."""
-    base = tmp_path_factory.mktemp("t5")
-    small_t5(CORPUS, base / "init", vocab_size=2000, max_pairs=4000, **TINY)
-    assert main(["seq2seq-finetune", "--model", str(base / "init"), "--task_name", "text", "--data_dir", str(CORPUS),
-                 "--output_dir", str(base / "de"), "--max_steps", "200", "--eval_steps", "200",
-                 "--max_train_examples", "4000", "--max_eval_examples", "32", "--generation_max_length", "8",
-                 "--learning_rate", "3e-3", "--quiet"]) == 0
-    return base / "de"
 
 
 def test_each_part_reaches_its_amount_and_keeps_it(t5_de, tmp_path):

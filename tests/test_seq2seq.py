@@ -8,16 +8,14 @@ import pytest
 
 from modeling.families import SEQ2SEQ_FAMILIES
 from stagekit.cli import main
-from tests.conftest import REPO
+from tests.conftest import CORPUS, REPO, TINY_T5
 from text2text.t5_from_corpus import T5_SMALL, small_t5
 
-CORPUS = REPO / "data/parallel/gettext-en-de"
-TINY = {"d_model": 64, "d_ff": 256, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}
 
 
 @pytest.fixture(scope="module")
 def tiny_t5(tmp_path_factory):
-    return small_t5(CORPUS, tmp_path_factory.mktemp("t5") / "tiny", vocab_size=2000, max_pairs=4000, **TINY)
+    return small_t5(CORPUS, tmp_path_factory.mktemp("t5") / "tiny", vocab_size=2000, max_pairs=4000, **TINY_T5)
 
 
 def test_t5_parts_cover_every_linear_map_of_t5_small_once():

@@ -1,0 +1,94 @@
+"""prune-compose on a small T5 trained here on the shipped corpus: the grid's versions share their distinct modules,
+each module's local distillation brings its outputs closer to the dense block's, every version is composed at its
+rates and fine-tuned with its zeros held, the baseline arm is built beside it, and bad versions are one line."""
+import csv
+import json
+
+import pytest
+import torch
+
+from compress.prune_compose import BlockInputs, grid_versions, local_distill, model_blocks, prune_block
+from modeling.families import SEQ2SEQ_FAMILIES
+from modeling.formats import GENERATOR
+from modeling.loading import load_model
+from stagekit.cli import main
+from tests.conftest import CORPUS
+from text2text.generation import PairBatches
+
+T5 = SEQ2SEQ_FAMILIES["t5"]
+
+
+def test_a_grid_of_four_versions_shares_half_its_modules(t5_de, tmp_path):
+    out = tmp_path / "composed"
+    assert main(["prune-compose", "--model", str(t5_de), "--task_name", "text", "--data_dir", str(CORPUS),
+                 "--output_dir", str(out), "--grid", "self_attention,cross_attention=0.5,0.8", "feed_forward=0.5,0.8",
+                 "--num_train_epochs", "0.02", "--baseline_epochs", "0.04", "--module_steps", "20",
+                 "--module_batches", "4", "--max_train_examples", "1600", "--max_eval_examples", "16",
+                 "--generation_max_length", "8", "--quiet"]) == 0
+    summary = json.loads((out / "prune_compose_summary.json").read_text())
+    assert list(summary["versions"]) == ["sa0.5-ca0.5-ff0.5", "sa0.5-ca0.5-ff0.8", "sa0.8-ca0.8-ff0.5",
+                                         "sa0.8-ca0.8-ff0.8"]
+    # Tiny T5: 2 + 2 self-attention, 2 cross-attention, 2 + 2 feed-forward blocks, each at two rates.
+    assert summary["distinct_modules"] == 2 * 10
+    for m in summary["modules"]:
+        assert m["local_mse_distilled"] < m["local_mse_pruned"], m
+    for arm in ("composed", "baseline"):
+        for name, rates in summary["versions"].items():
+            r = summary["results"][arm][name]
+            for part in ("self_attention", "cross_attention", "feed_forward"):
+                assert abs(r["sparsity"][part] - rates[part]) < 0.01, (arm, name, part, r["sparsity"])
+            assert r["sparsity"]["lm_head"] == 0
+            model, _ = load_model(str(out / name if arm == "composed" else out / "baseline" / name), "--model",
+                                  GENERATOR)  # the stored file holds the zeros the summary counted
+            ff = [m.weight for m in T5.part_modules(model, "feed_forward").values()]
+            zeros = sum(int((w == 0).sum()) for w in ff) / sum(w.numel() for w in ff)
+            assert zeros == pytest.approx(r["sparsity"]["feed_forward"])
+    rows = list(csv.reader((out / "training_stats.csv").open()))
+    assert rows[0] == ["arm", "version", "step", "epoch", "train_loss", "val_loss", "score", "cpu_seconds"]
+    assert (out / "loss.png").stat().st_size > 0 and (out / "versions.yaml").is_file()
+    assert summary["fine_tuning_cpu_seconds"]["composed"] > summary["module_cpu_seconds"] > 0
+
+
+def test_a_pruned_block_learns_the_dense_blocks_outputs(t5_de):
+    """Local distillation on captured inputs: called alone on what it received in the whole model, the dense block
+    gives back its captured output exactly; the pruned copy starts off and ends closer."""
+    import copy
+
+    from corpora.text_pairs import read_pairs
+    from modeling.loading import load_tokenizer
+
+    model, _ = load_model(str(t5_de), "--model", GENERATOR)
+    pairs = read_pairs(CORPUS / "train.tsv", "--data_dir")[:64]
+    data = PairBatches(pairs, load_tokenizer(t5_de, "--model"), 64, 64)
+    block = "decoder.block.1.layer.1"  # cross-attention: needs the encoder's states and the masks it was given
+    captured = BlockInputs(model, [block], [data.batch(range(0, 32)), data.batch(range(32, 64))])
+    dense = model.get_submodule(block)
+    with torch.no_grad():
+        for args, kwargs, out in captured.calls[block]:
+            torch.testing.assert_close(dense(*args, **kwargs)[0], out)
+    pruned = copy.deepcopy(dense)
+    prune_block(pruned, 0.8)
+    before, after = local_distill(pruned, captured.calls[block], 40, 1e-3)
+    assert after < 0.7 * before and float((pruned.EncDecAttention.q.weight == 0).float().mean()) >= 0.5
+    assert set(model_blocks(model, T5).values()) == set(T5.parts)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--grid", "attention=0.5"], "version at0.5: 'attention' is no part of a t5 model"),
+    (["--grid", "feed_forward:0.5"], "--grid feed_forward:0.5: not parts=rates"),
+    (["--grid", "feed_forward=1.5"], "feed_forward rate 1.5 is not a fraction in [0, 1)"),
+    ([], "give the versions as --versions FILE or --grid parts=rates ..., one of the two"),
+])
+def test_bad_versions_are_one_line(args, expected, t5_de, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune-compose", "--model", str(t5_de), "--task_name", "text", "--data_dir", str(CORPUS),
+                 "--output_dir", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_versions_of_a_grid_are_named_by_their_rates():
+    versions = grid_versions(["self_attention,cross_attention=0.5,0.7", "feed_forward=0.3"], T5)
+    assert versions == {"sa0.5-ca0.5-ff0.3": {"self_attention": 0.5, "cross_attention": 0.5, "feed_forward": 0.3},
+                        "sa0.7-ca0.7-ff0.3": {"self_attention": 0.7, "cross_attention": 0.7, "feed_forward": 0.3}}
