@@ -4,10 +4,11 @@ run whose predictions collapse to a constant says so."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from corpora.glue import get_task
 from stagekit.cli import main
@@ -108,3 +109,23 @@ def test_a_td_student_learns_stsb(glue_copy, tmp_path):
                  "--output_dir", str(out), *FAST]) == 0
     summary = json.loads((out / "finetune_summary.json").read_text())
     assert summary["dev"]["dev"]["score"] > 0.5 and not summary["collapsed"], summary["dev"]
+
+
+def test_a_phase_that_starts_collapsed_trains_on_instead_of_restarting(sst2_teacher, glue_copy, tmp_path):
+    """A student whose head starts as a constant predictor (zeroed here; a one-layer dense student's after its
+    layer-wise phase) is collapsed at step 0: there is no sound model to go back to, so the phase trains on at its
+    own rate and learns, where restarting from step 0 at lower rates held SST-2's one-layer student at one class."""
+    student = tmp_path / "student"
+    shutil.copytree(sst2_teacher, student)
+    weights = load_file(student / "model.safetensors")
+    save_file({k: torch.zeros_like(v) if k.startswith("classifier.") else v for k, v in weights.items()},
+              student / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "td"
+    assert main(["task-distill", "--teacher_model", str(sst2_teacher), "--student_model", str(student),
+                 "--task_name", "SST-2", "--data_dir", str(glue_copy), "--stage", "prediction", "--max_steps", "40",
+                 "--eval_step", "20", "--max_train_examples", "1280", "--learning_rate", "1e-4",
+                 "--output_dir", str(out), *FAST]) == 0
+    phase = json.loads((out / "task_distill_summary.json").read_text())["phases"][0]
+    assert "collapsed" in phase["dev_history"][0] and phase["dev_history"][0]["step"] == 0
+    assert phase["restarts"] == [] and "collapsed" not in phase["dev_history"][-1]
+    assert phase["best_dev"]["score"] > 0.6, phase["dev_history"]
