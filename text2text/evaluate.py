@@ -43,6 +43,9 @@ class Seq2SeqEvaluateConfig:
     eval_batch_size: int = option(64, check=at_least(1))
     max_eval_examples: int | None = option(None, help="a seeded subset of the split", check=at_least(1))
     latency_examples: int = option(64, help="sentences timed at batch 1 and 32 (0: none)", check=at_least(0))
+    dtype: str = option("fp32", choices=["fp32", "int8", "bf16"],
+                        help="evaluate the model as loaded, int8 dynamic-quantized (every Linear, embeddings by row) "
+                             "or in bfloat16; the summary gives the size of that form's file")
     seed: int = option(42)
     quiet: bool = option(False)
 
@@ -54,7 +57,8 @@ def run(cfg: Seq2SeqEvaluateConfig) -> dict[str, Any]:
     check_values(cfg)
     task = text_task(cfg.task_name)
     model, model_dir = load_model(cfg.model, "--model", GENERATOR, kinds=(SEQ2SEQ,), stage="seq2seq-evaluate")
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model, weight_bytes = _in_dtype(model, model_dir, cfg.dtype)
+    model.to("cuda" if torch.cuda.is_available() and cfg.dtype != "int8" else "cpu")  # int8 kernels are CPU ones
     tokenizer = load_tokenizer(model_dir, "--model")
     pairs = subset(task.pairs(cfg.data_dir, cfg.split), cfg.max_eval_examples, cfg.seed)
     if not all(p.target for p in pairs):
@@ -71,7 +75,7 @@ def run(cfg: Seq2SeqEvaluateConfig) -> dict[str, Any]:
                for b in LATENCY_BATCHES} if timed else {}
     summary = {"model": str(model_dir), "task": task.name, "split": cfg.split, "examples": len(pairs),
                "metrics": task.score(generated, pairs), "ms_per_sentence": latency,
-               "device": str(model.device), "config": dataclasses.asdict(cfg)}
+               "device": str(model.device), "dtype": cfg.dtype, "weight_bytes": weight_bytes, "config": dataclasses.asdict(cfg)}
     out.mkdir(parents=True, exist_ok=True)
     for name, texts in (("hypotheses", generated), ("references", [p.target for p in pairs])):
         (out / f"{name}_{cfg.split}.txt").write_text("".join(segment_line(t) + "\n" for t in texts))
@@ -79,9 +83,27 @@ def run(cfg: Seq2SeqEvaluateConfig) -> dict[str, Any]:
     return summary
 
 
+def _in_dtype(model, model_dir: Path, dtype: str):
+    """The model in `dtype` and the bytes of the file that form is stored in (written to a scratch directory)."""
+    import tempfile
+
+    from modeling.int8 import quantize_, save_quantized
+
+    def weight_bytes(directory: Path) -> int:
+        return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+
+    if dtype == "fp32":
+        return model, weight_bytes(model_dir)
+    model = quantize_(model) if dtype == "int8" else model.to(torch.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_quantized(model, Path(tmp)) if dtype == "int8" else model.save_pretrained(tmp)
+        return model, weight_bytes(Path(tmp))
+
+
 def report(summary: dict[str, Any]) -> str:
     m = summary["metrics"]
     shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "score")
     timing = ", ".join(f"{k.replace('_', ' ')} {v:.1f} ms/sentence" for k, v in summary["ms_per_sentence"].items())
-    return f"seq2seq-evaluate {summary['task']} {summary['split']} ({summary['examples']} examples): {shown}" + (
+    return (f"seq2seq-evaluate {summary['task']} {summary['split']} ({summary['examples']} examples, "
+            f"{summary['dtype']}, {summary['weight_bytes'] / 1e6:.1f} MB): {shown}") + (
         f"; {timing}" if timing else "")
