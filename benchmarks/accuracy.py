@@ -338,6 +338,8 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
     total = sum(v["wall_minutes"] for v in run.timings.values())
     print(f"wall time of every stage recorded in {work}: {total:.1f} min")
     name = f"accuracy-teachers-{args.teacher_examples}" if args.teacher_examples else "accuracy"
+    if args.tasks != list(TASKS):  # a run of some tasks does not overwrite another's figures
+        name += "-" + "-".join(args.tasks)
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": SETTINGS, "distill": DISTILL, "sequence": SEQ, "best_route": BEST,
