@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 from corpora.glue import dev_files, get_task
-from modeling.loading import load_tokenizer
+from modeling.formats import GENERATOR, SEQ2SEQ
+from modeling.loading import inspect_model, load_model, load_tokenizer
 from stagekit.atomic import atomic_output_dir, check_output_dir, write_json
 from stagekit.errors import InputError
-from stagekit.options import option
+from stagekit.options import at_least, check_values, option
 from tasks.classifier import evaluate_features, load_classifier
 from tasks.features import load_features
 
@@ -37,6 +38,13 @@ class ReportConfig(MeasurementSettings):
     output_dir: str = option()
     models: str = option(help="label=model_dir pairs separated by commas; the first is the reference")
     loss_logs: str | None = option(None, help="label=log.jsonl pairs (general-distill, task-distill, finetune logs)")
+    generation_max_length: int = option(64, help="text-to-text models: new pieces generated at most per text",
+                                        check=at_least(1))
+    generation_num_beams: int = option(1, help="text-to-text models: 1 greedy, more beam search", check=at_least(1))
+    max_eval_examples: int | None = option(None, help="text-to-text models: a seeded subset of the dev pairs",
+                                           check=at_least(1))
+    latency_examples: int = option(64, help="text-to-text models: sentences generated to time batch 1 and 32",
+                                   check=at_least(1))
     overwrite_output_dir: bool = option(False)
 
 
@@ -60,11 +68,14 @@ def _pairs(text: str | None, flag: str, must_exist: str) -> dict[str, Path]:
 
 def run(cfg: ReportConfig) -> dict[str, Any]:
     started = time.perf_counter()
-    task = get_task(cfg.task_name)
+    check_values(cfg)
     models = _pairs(cfg.models, "--models", "dir")
     logs = _pairs(cfg.loss_logs, "--loss_logs", "file")
     if not models:
         raise InputError("--models: give at least one label=model_dir")
+    if all(inspect_model(str(p), f"--models {label}")[2].kind == SEQ2SEQ for label, p in models.items()):
+        return _text_report(cfg, models, logs, started)
+    task = get_task(cfg.task_name)
     loaded = {label: load_classifier(str(path), f"--models {label}", task, need_task_model=True)[0]
               for label, path in models.items()}
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
@@ -91,6 +102,49 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     summary = {"task": task.name, "reference": rows[0]["label"], "rows": rows, "dev_file": str(dev_path),
                "loss_logs": {k: str(v) for k, v in logs.items()}, "output_dir": str(out),
                "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
+    with atomic_output_dir(out) as tmp:
+        summary["plots"] = _plots(rows, curves, tmp / "plots", task.name)
+        (tmp / "report.md").write_text(markdown(summary))
+        write_json(tmp / "report.json", summary)
+        write_json(tmp / "report_config.json", dataclasses.asdict(cfg))
+    return summary
+
+
+def _text_report(cfg: ReportConfig, models: dict[str, Path], logs: dict[str, Path], started: float) -> dict[str, Any]:
+    """The report of text-to-text models: each scored on the same dev pairs by generation (BLEU for `text`, the
+    GLUE metric for a GLUE task in text form), generation time per sentence at batch 1 and 32 on this CPU, size as
+    stored (a compact sparse file counts as it is) and the share of zero weights."""
+    from corpora.glue import subset
+    from text2text.data import text_task
+    from text2text.generation import generate, generation_seconds
+
+    task = text_task(cfg.task_name)
+    dev = subset(task.pairs(cfg.data_dir, "dev"), cfg.max_eval_examples, 42)
+    loaded = {label: load_model(str(path), f"--models {label}", GENERATOR, kinds=(SEQ2SEQ,))[0]
+              for label, path in models.items()}
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    sources, rows = [p.source for p in dev], []
+    for label, model in loaded.items():
+        tokenizer = load_tokenizer(models[label], f"--models {label}")
+        gen = (cfg.max_seq_length, cfg.generation_max_length, cfg.generation_num_beams)
+        metrics = task.score(generate(model, tokenizer, sources, *gen, cfg.eval_batch_size), dev)
+        timed = sources[:cfg.latency_examples]
+        unique = list({p.data_ptr(): p for p in model.parameters()}.values())
+        total = sum(p.numel() for p in unique)
+        rows.append({"label": label, "model_dir": str(models[label]), "backend": "pytorch", "quantized": False,
+                     "model_type": model.config.model_type, "encoder_params": None, "total_params": total,
+                     "sparsity": sum(int((p == 0).sum()) for p in unique) / total,
+                     "size_on_disk_bytes": size_on_disk(models[label]),
+                     "latency_b1_s": generation_seconds(model, tokenizer, timed, *gen, 1),
+                     "latency_b32_s": generation_seconds(model, tokenizer, timed, *gen, 32),
+                     "dev": metrics, "score": metrics["score"]})
+    reference = rows[0]["score"]
+    for r in rows:
+        r["percent_of_reference"] = 100 * r["score"] / reference if reference else None
+    curves = {label: _read_log(path) for label, path in logs.items()}
+    summary = {"task": task.name, "reference": rows[0]["label"], "rows": rows, "dev_file": f"{cfg.data_dir} (dev)",
+               "dev_pairs": len(dev), "text_to_text": True, "loss_logs": {k: str(v) for k, v in logs.items()},
+               "output_dir": str(out), "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
     with atomic_output_dir(out) as tmp:
         summary["plots"] = _plots(rows, curves, tmp / "plots", task.name)
         (tmp / "report.md").write_text(markdown(summary))
@@ -152,7 +206,8 @@ def _plots(rows: list[dict[str, Any]], curves: dict[str, dict[str, list]], direc
         plt.close(fig)
         written.append(f"plots/{name}")
 
-    for key, xlabel, name, log in (("encoder_params", "encoder parameters", "params_vs_score.png", True),
+    params = "encoder_params" if rows[0]["encoder_params"] is not None else "total_params"
+    for key, xlabel, name, log in ((params, params.replace("_", " "), "params_vs_score.png", True),
                                    ("latency_b32_s", "CPU latency, batch 32 (s)", "latency_vs_score.png", False)):
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in rows if key == "latency_b32_s" else [r for r in rows if r["backend"] == "pytorch"]:
@@ -183,6 +238,8 @@ def _plots(rows: list[dict[str, Any]], curves: dict[str, dict[str, list]], direc
 
 
 def markdown(summary: dict[str, Any]) -> str:
+    if summary.get("text_to_text"):
+        return _text_markdown(summary)
     rows = summary["rows"]
     lines = [f"# xcompress report: {summary['task']}", "",
              f"Dev set: `{summary['dev_file']}`. Percentages are of **{summary['reference']}**'s score. Latency: CPU, "
@@ -203,6 +260,26 @@ def markdown(summary: dict[str, Any]) -> str:
               "biases; a TD model's factors). An int8 TD model stores its factors in fp16 and folds them into int8 "
               "matrices when it loads; PyTorch and ONNX Runtime int8 store embeddings in 8 bits per entry. ONNX files "
               "hold the folded matrices, so their rows count no parameters.", ""]
+    lines += [f"![{p}]({p})" for p in summary["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def _text_markdown(summary: dict[str, Any]) -> str:
+    c = summary["config"]
+    beams = c["generation_num_beams"]
+    search = "greedy search" if beams == 1 else f"beam search ({beams} beams)"
+    lines = [f"# xcompress report: {summary['task']} (text-to-text)", "",
+             f"{summary['dev_pairs']} dev pairs of `{c['data_dir']}`, generated with {search} up to {c['generation_max_length']} pieces. Percentages are of **{summary['reference']}**'s score. "
+             f"Latency: generation time per sentence on this CPU, {c['latency_examples']} sentences, after a warm-up.",
+             "", "| model | params | zero weights | size MB | b1 ms/sentence | b32 ms/sentence | score | % of ref |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        pct = f"{r['percent_of_reference']:.1f}" if r["percent_of_reference"] is not None else "-"
+        lines.append(f"| {r['label']} | {_count(r['total_params'])} | {r['sparsity']:.1%} | "
+                     f"{r['size_on_disk_bytes'] / 1e6:.2f} | {r['latency_b1_s'] * 1e3:.1f} | {r['latency_b32_s'] * 1e3:.1f} | "
+                     f"{r['score']:.4f} | {pct} |")
+    lines += ["", "Sparse weights run through dense kernels: zeros make the file smaller (when stored compactly), not the "
+              "generation faster; the time per sentence also follows how much a model writes.", ""]
     lines += [f"![{p}]({p})" for p in summary["plots"]]
     return "\n".join(lines) + "\n"
 

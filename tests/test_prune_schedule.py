@@ -44,6 +44,14 @@ def test_each_part_reaches_its_amount_and_keeps_it(t5_de, tmp_path):
     assert lines[0] == "part,step,epoch,train_loss,val_loss,score,cpu_seconds" and len(lines) == 1 + 4 * 2
     assert (out / "loss.png").stat().st_size > 0 and "| lm_head | 80% |" in (out / "prune_schedule_results.md").read_text()
     assert not (tmp_path / ".pruned.partial").exists()
+    # The report stage takes text-to-text models: score by generation, time per sentence, size as stored, zeros.
+    assert main(["report", "--task_name", "text", "--data_dir", str(CORPUS), "--output_dir", str(tmp_path / "report"),
+                 "--models", f"dense={t5_de},pruned={out}", "--max_eval_examples", "16", "--generation_max_length", "8",
+                 "--latency_examples", "4"]) == 0
+    rows = {r["label"]: r for r in json.loads((tmp_path / "report/report.json").read_text())["rows"]}
+    assert rows["pruned"]["size_on_disk_bytes"] == summary["bytes"] and rows["dense"]["sparsity"] == 0
+    assert rows["pruned"]["sparsity"] == pytest.approx(overall)
+    assert all(r["latency_b1_s"] > 0 and r["latency_b32_s"] > 0 for r in rows.values())
 
 
 def test_a_stopped_schedule_resumes_after_its_last_finished_part(t5_de, tmp_path, monkeypatch):
