@@ -1,5 +1,5 @@
 """Composable pruning against independent prune-and-fine-tune runs, side by side, on the small T5 of the shipped
-English -> German corpus (benchmarks/prune_schedule.py says how it is made).
+English -> German corpus (text2text.t5_from_corpus.trained_small_t5 makes it when --model is not given).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_compose.py [--model DIR] [--epochs 0.08] [--baseline_epochs 0.2]
 
@@ -17,20 +17,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.prune_schedule import CORPUS, trained_t5, xcompress  # noqa: E402
+from text2text.t5_from_corpus import trained_small_t5  # noqa: E402
+
+XC = str(REPO / ".venv/bin/xcompress")
+CORPUS = REPO / "data/parallel/gettext-en-de"
 
 GRID = ["self_attention,cross_attention=0.5,0.7", "feed_forward=0.5,0.7"]
 
 
+def xcompress(*args: str) -> None:
+    r = subprocess.run([XC, *args], cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"xcompress {args[0]} failed:\n{r.stderr[-3000:]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, help="a T5 fine-tuned on the corpus (default: made as prune_schedule.py does)")
+    ap.add_argument("--model", type=Path, help="a T5 fine-tuned on the corpus (default: trained_small_t5)")
     ap.add_argument("--epochs", type=float, default=0.08, help="model-level fine-tuning of a composed version")
     ap.add_argument("--baseline_epochs", type=float, default=0.2, help="fine-tuning of an independent version")
     ap.add_argument("--module_steps", type=int, default=100)
@@ -38,7 +48,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "runs/bench-prune-compose")
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks/results/prune_compose.json")
     args = ap.parse_args()
-    model = args.model or trained_t5(REPO / "runs/t5/t5de")
+    model = args.model or trained_small_t5(CORPUS, REPO / "runs/t5/t5de")
     out = args.work / "composed"
     if not (out / "prune_compose_summary.json").is_file():
         xcompress("prune-compose", "--model", str(model), "--task_name", "text", "--data_dir", str(CORPUS),
