@@ -95,19 +95,7 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
                      "dev": evaluate_features(model, task, dev, cfg.eval_batch_size)})
         rows[-1]["score"] = rows[-1]["dev"]["score"]
         rows += _onnx_rows(label, models, rows[-1])
-    reference = rows[0]["score"]
-    for r in rows:
-        r["percent_of_reference"] = 100 * r["score"] / reference if reference else None
-    curves = {label: _read_log(path) for label, path in logs.items()}
-    summary = {"task": task.name, "reference": rows[0]["label"], "rows": rows, "dev_file": str(dev_path),
-               "loss_logs": {k: str(v) for k, v in logs.items()}, "output_dir": str(out),
-               "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
-    with atomic_output_dir(out) as tmp:
-        summary["plots"] = _plots(rows, curves, tmp / "plots", task.name)
-        (tmp / "report.md").write_text(markdown(summary))
-        write_json(tmp / "report.json", summary)
-        write_json(tmp / "report_config.json", dataclasses.asdict(cfg))
-    return summary
+    return _publish(cfg, out, task.name, rows, logs, started, {"dev_file": str(dev_path)})
 
 
 def _text_report(cfg: ReportConfig, models: dict[str, Path], logs: dict[str, Path], started: float) -> dict[str, Any]:
@@ -138,15 +126,22 @@ def _text_report(cfg: ReportConfig, models: dict[str, Path], logs: dict[str, Pat
                      "latency_b1_s": generation_seconds(model, tokenizer, timed, *gen, 1),
                      "latency_b32_s": generation_seconds(model, tokenizer, timed, *gen, 32),
                      "dev": metrics, "score": metrics["score"]})
+    return _publish(cfg, out, task.name, rows, logs, started,
+                    {"dev_file": f"{cfg.data_dir} (dev)", "dev_pairs": len(dev), "text_to_text": True})
+
+
+def _publish(cfg: ReportConfig, out: Path, task: str, rows: list[dict[str, Any]], logs: dict[str, Path],
+             started: float, facts: dict[str, Any]) -> dict[str, Any]:
+    """Percentages of the first row's score, the summary, and report.md, report.json and the plots in `out`."""
     reference = rows[0]["score"]
     for r in rows:
         r["percent_of_reference"] = 100 * r["score"] / reference if reference else None
     curves = {label: _read_log(path) for label, path in logs.items()}
-    summary = {"task": task.name, "reference": rows[0]["label"], "rows": rows, "dev_file": f"{cfg.data_dir} (dev)",
-               "dev_pairs": len(dev), "text_to_text": True, "loss_logs": {k: str(v) for k, v in logs.items()},
-               "output_dir": str(out), "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
+    summary = {"task": task, "reference": rows[0]["label"], "rows": rows, **facts,
+               "loss_logs": {k: str(v) for k, v in logs.items()}, "output_dir": str(out),
+               "seconds": time.perf_counter() - started, "config": dataclasses.asdict(cfg)}
     with atomic_output_dir(out) as tmp:
-        summary["plots"] = _plots(rows, curves, tmp / "plots", task.name)
+        summary["plots"] = _plots(rows, curves, tmp / "plots", task)
         (tmp / "report.md").write_text(markdown(summary))
         write_json(tmp / "report.json", summary)
         write_json(tmp / "report_config.json", dataclasses.asdict(cfg))
