@@ -29,5 +29,7 @@ setup(
         "onnxruntime",
         "onnxscript",
     ],
+    # Training stages write TensorBoard event files beside their log when it is installed.
+    extras_require={"tensorboard": ["tensorboard"]},
     entry_points={"console_scripts": ["xcompress=stagekit.cli:run_as_program"]},
 )

@@ -173,7 +173,8 @@ def _onnx_rows(label: str, models: dict[str, Path], torch_row: dict[str, Any]) -
 
 
 def _read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Loss per step, one curve per phase (task-distill logs hold two)."""
+    """Loss per step, one curve per phase (task-distill logs hold two), and the validation loss of each phase that
+    was evaluated on dev (a curve named '<phase> validation')."""
     curves: dict[str, list[tuple[int, float]]] = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -181,8 +182,13 @@ def _read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise InputError(f"--loss_logs {path}:{n}: not a JSON line") from None
-            if "loss" in record and "step" in record:
-                curves.setdefault(record.get("phase", ""), []).append((record["step"], record["loss"]))
+            if "step" not in record:
+                continue
+            phase = record.get("phase", "")
+            if "loss" in record:
+                curves.setdefault(phase, []).append((record["step"], record["loss"]))
+            if "val_loss" in record:
+                curves.setdefault(f"{phase} validation".strip(), []).append((record["step"], record["val_loss"]))
     return curves
 
 

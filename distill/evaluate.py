@@ -54,8 +54,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         raise InputError(f"--output_dir {out}: exists and is not a directory")
     started = time.perf_counter()
     evaluated = {name: dev_evaluation(model, task, feats, cfg.eval_batch_size) for name, feats in devs.items()}
-    results = {name: metrics for name, (metrics, _) in evaluated.items()}
-    collapsed = {name: problem for name, (_, problem) in evaluated.items() if problem}
+    results = {name: e.metrics for name, e in evaluated.items()}
+    collapsed = {name: e.collapsed for name, e in evaluated.items() if e.collapsed}
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     submissions = [_write_submission(out / f"{name}.tsv", task, feats, predict_logits(model, feats, cfg.eval_batch_size))

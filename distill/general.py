@@ -33,6 +33,7 @@ from stagekit.errors import InputError
 from stagekit.model_paths import resolve_model_dir, shared_vocab
 from stagekit.options import above, at_least, between, option
 from stagekit.outputs import tokenizer_files
+from stagekit.training_log import TrainingLog
 
 from .checkpoint import checkpoint_dirs, load_training_state, parameter_checksum, publish_model, save_checkpoint
 from .dist import Distributed
@@ -209,7 +210,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "general_distill_config.json", dataclasses.asdict(cfg) | {"world_size": dist.world_size,
                                                                                    "backend": dist.backend})
-    log = open(out / "log.jsonl", "a") if dist.is_main else None
+    log = TrainingLog(out) if dist.is_main else None
     tok_files = tokenizer_files(teacher_dir)
     timing = {"data": 0.0, "teacher_forward": 0.0, "student_forward_backward": 0.0, "optimizer_and_sync": 0.0}
     bar = tqdm(total=total, initial=start_step, desc="general distillation", unit="step",

@@ -4,13 +4,14 @@ the optimizer and its schedule, one optimizer step over accumulated micro-batche
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 from torch import nn
+
+from stagekit.training_log import TrainingLog
 
 from .dist import Distributed
 from .optim import linear_schedule, param_groups
@@ -80,8 +81,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_s
     optimizer.zero_grad()
 
 
-def write_log(log: TextIO | None, record: dict[str, Any]) -> None:
-    """One JSON line of log.jsonl, flushed so that a killed run keeps what it logged (None: not rank 0)."""
+def write_log(log: TrainingLog | None, record: dict[str, Any]) -> None:
+    """One record of the training log (None: not rank 0, which writes nothing)."""
     if log is not None:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+        log.write(record)

@@ -14,7 +14,6 @@ positions. Held-out masked-token accuracy (top-1 and top-15) is measured before 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any
 
@@ -30,6 +29,7 @@ from stagekit.atomic import atomic_output_dir, check_output_dir
 from stagekit.errors import InputError
 from stagekit.options import above, at_least, between, option
 from stagekit.outputs import finish_stage, tokenizer_files
+from stagekit.training_log import TrainingLog
 
 from .checkpoint import write_model_files
 from .flags import check_training_flags
@@ -165,7 +165,10 @@ def run(cfg: FitMlmHeadConfig) -> dict[str, Any]:
                "seconds": time.perf_counter() - started, "output_dir": str(out), "config": dataclasses.asdict(cfg)}
     with atomic_output_dir(out) as tmp:
         write_model_files(model, tmp, tokenizer_files(model_dir))
-        (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log_rows))
+        log = TrainingLog(tmp)
+        for row in log_rows:
+            log.write(row)
+        log.close()
         finish_stage(tmp, "fit-mlm-head", cfg, summary)
     return summary
 

@@ -18,6 +18,7 @@ from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_di
 from stagekit.errors import InputError
 from stagekit.options import above, at_least, between, option
 from stagekit.outputs import tokenizer_files
+from stagekit.training_log import TrainingLog, write_stats
 from tasks.classifier import dev_evaluation, load_classifier
 from tasks.features import load_features
 
@@ -60,6 +61,10 @@ class TaskTrainingConfig:
     collapse_lr_factor: float = option(0.3, help="what a collapse restart multiplies the learning rate by",
                                        check=between(0, 1))
     quiet: bool = option(False)
+
+
+# training_stats.csv of a task stage: one row per dev evaluation of every phase.
+STATS_COLUMNS = ("phase", "step", "train_loss", "val_loss", "score")
 
 
 class TaskRun:
@@ -116,7 +121,7 @@ class TaskRun:
             write_json(self.work / f"{self.stage.replace('-', '_')}_config.json",
                        dataclasses.asdict(cfg) | {"world_size": self.dist.world_size, "backend": self.dist.backend,
                                                   "train_file": str(path), "train_examples": len(self.train)})
-            self.log = open(self.work / "log.jsonl", "a")
+            self.log = TrainingLog(self.work)
         self.dist.barrier()
 
     def settings(self) -> LoopSettings:
@@ -139,9 +144,10 @@ class TaskRun:
             final, _ = load_classifier(str(final_dir), "--output_dir", self.task)
             final.to(self.dist.device)
             for name, feats in self.devs.items():
-                results[name], problem = dev_evaluation(final, self.task, feats, self.cfg.eval_batch_size, self.dist)
-                if problem:
-                    collapsed[name] = problem
+                found = dev_evaluation(final, self.task, feats, self.cfg.eval_batch_size, self.dist)
+                results[name] = found.metrics
+                if found.collapsed:
+                    collapsed[name] = found.collapsed
         summary = {"stage": self.stage, "task": self.task.name, "world_size": self.dist.world_size,
                    "backend": self.dist.backend, "linear_products": self.dist.linear_products,
                    "train_examples": len(self.train), "phases": phases,
@@ -151,6 +157,8 @@ class TaskRun:
             publish_model(self.work, final_dir)
             if results:
                 write_json(self.work / "eval_results.json", results)
+            write_stats(self.work / "training_stats.csv", STATS_COLUMNS,
+                        [{"phase": p["phase"], **row} for p in phases for row in p["dev_history"]])
             write_json(self.work / f"{self.stage.replace('-', '_')}_summary.json", summary)
             self.log.close()
             self.log = None

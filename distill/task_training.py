@@ -160,9 +160,9 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
     def evaluate(done: int, record: dict[str, Any]) -> dict[str, Any]:
         """Score on dev, keep the model in best/ when it is the best so far; the log record, with the score."""
         nonlocal best
-        metrics, collapsed = dev_evaluation(phase.model, task, dev, s.eval_batch_size, dist)
-        record = record | {"dev": metrics}
-        history.append({"step": done, **metrics})
+        metrics, collapsed, val_loss = dev_evaluation(phase.model, task, dev, s.eval_batch_size, dist)
+        record = record | {"dev": metrics, "val_loss": val_loss}
+        history.append({"step": done, **metrics, "train_loss": record.get("loss"), "val_loss": val_loss})
         if collapsed:
             record["collapsed"] = history[-1]["collapsed"] = collapsed
             if dist.is_main:

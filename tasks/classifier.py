@@ -8,10 +8,11 @@ an encoder that gets a fresh classification head for the task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from corpora.glue import GlueTask
@@ -92,11 +93,28 @@ def predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
 
 def evaluate_features(model: nn.Module, task: GlueTask, features: TaskFeatures, batch_size: int,
                       dist: Distributed | None = None) -> dict[str, float]:
-    return dev_evaluation(model, task, features, batch_size, dist)[0]
+    return dev_evaluation(model, task, features, batch_size, dist).metrics
+
+
+class DevEvaluation(NamedTuple):
+    metrics: dict[str, float]
+    collapsed: str | None  # what is wrong when the predictions have collapsed to a constant
+    loss: float  # the task's own loss against the gold labels: the validation loss of every task stage
 
 
 def dev_evaluation(model: nn.Module, task: GlueTask, features: TaskFeatures, batch_size: int,
-                   dist: Distributed | None = None) -> tuple[dict[str, float], str | None]:
-    """The task's metrics, and what is wrong when the predictions have collapsed to a constant (else None)."""
-    pred = predictions(task, predict_logits(model, features, batch_size, dist))
-    return glue_metrics(task.metric, pred, features.labels), collapse(pred, features.labels, task.is_regression)
+                   dist: Distributed | None = None) -> DevEvaluation:
+    """The task's metrics, a collapse if there is one, and the validation loss, from one pass over the dev set."""
+    logits = predict_logits(model, features, batch_size, dist)
+    pred = predictions(task, logits)
+    return DevEvaluation(glue_metrics(task.metric, pred, features.labels),
+                         collapse(pred, features.labels, task.is_regression), gold_loss(task, logits, features.labels))
+
+
+def gold_loss(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy (regression: squared error) of the logits against the gold labels, as the model's own
+    training loss computes it."""
+    scores, gold = torch.from_numpy(logits).float(), torch.from_numpy(np.asarray(labels))
+    if task.is_regression:
+        return float(F.mse_loss(scores[:, 0], gold.float()))
+    return float(F.cross_entropy(scores, gold.long()))

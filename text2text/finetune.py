@@ -6,18 +6,17 @@ Hugging Face's run_translation habits: teacher-forced cross-entropy, AdamW with 
     xcompress seq2seq-finetune --model runs/t5-small --task_name text --data_dir data/parallel/gettext-en-de \
         --output_dir runs/t5-de --num_train_epochs 3 --learning_rate 5e-4 --generation_max_length 64
 
-Beside the model: `training_stats.csv` (step, epoch, training loss, validation loss, dev score, CPU seconds) and the
-same history in the summary.
+Beside the model: `training_stats.csv` (step, epoch, training loss, validation loss, dev score, CPU seconds), the
+same history in `log.jsonl` (and as TensorBoard events in `tensorboard/` when TensorBoard is installed) and in the
+summary.
 """
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import math
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ from modeling.loading import load_model, load_tokenizer
 from stagekit.atomic import atomic_output_dir, check_output_dir
 from stagekit.options import above, at_least, between, check_values, option
 from stagekit.outputs import finish_stage
+from stagekit.training_log import TrainingLog, write_stats
 
 from .data import text_task
 from .generation import PairBatches, generate, mean_loss, on_device
@@ -137,23 +137,17 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
     with atomic_output_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        _write_stats(tmp / "training_stats.csv", history)
+        write_stats(tmp / "training_stats.csv", STATS_COLUMNS, history)
+        log = TrainingLog(tmp)
+        for row in history:
+            log.write(row)
+        log.close()
         finish_stage(tmp, "seq2seq-finetune", cfg, summary)
     return summary
 
 
-STATS_HEADER = ["step", "epoch", "train_loss", "val_loss", "score", "cpu_seconds"]
-
-
-def stats_rows(history: list[dict[str, Any]]) -> list[list[str]]:
-    """The rows of training_stats.csv (STATS_HEADER) of a run's validation history."""
-    return [[str(row["step"]), f"{row['epoch']:.4f}", "" if row["train_loss"] is None else f"{row['train_loss']:.6f}",
-             f"{row['val_loss']:.6f}", f"{row['score']:.6f}", f"{row['cpu_seconds']:.1f}"] for row in history]
-
-
-def _write_stats(path: Path, history: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([STATS_HEADER, *stats_rows(history)])
+# training_stats.csv: one row per validation.
+STATS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "score", "cpu_seconds")
 
 
 def report(summary: dict[str, Any]) -> str:
