@@ -17,13 +17,13 @@ that differ only in some modules share the work on the modules they have in comm
 With `--baseline_epochs`, each version is also built the plain way, from pruned-only modules and model-level
 fine-tuning alone, for that many epochs: the comparison composable pruning has to win. Into `--output_dir`: one
 directory per version (and `baseline/<version>`) with the model (compact sparse storage) and its tokenizer,
-`versions.yaml` (the versions as run), `training_stats.csv` (every validation of every version and arm, and each
-module's local loss before and after), `loss.png`, `prune_compose_results.md`, and the config and summary.
+`versions.yaml` (the versions as run), `training_stats.csv` (every validation of every version and arm),
+`module_stats.csv` (each module's local loss before and after), `loss.png`, `prune_compose_results.md`, and the
+config and summary. A stopped run resumes with its distinct modules and finished versions.
 """
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import itertools
 import shutil
@@ -42,20 +42,24 @@ from modeling.families import Seq2SeqFamily, seq2seq_family_of
 from modeling.formats import GENERATOR, SEQ2SEQ
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.sparse_storage import save_sparse
-from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir
+from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError
 from stagekit.options import above, at_least, check_values, option
 from stagekit.outputs import finish_stage
+from stagekit.training_log import write_stats
 from text2text.data import text_task
-from text2text.finetune import STATS_HEADER, stats_rows
+from text2text.finetune import STATS_COLUMNS
 from text2text.finetune import run as finetune
 from text2text.generation import PairBatches
 
 from .measure import size_on_disk
-from .prune_schedule import dev_reference, finetune_config, part_sparsity
+from .prune_schedule import dev_reference, finetune_config, part_sparsity, read_state
 
 STAGE = "prune-compose"
 COMPOSED, BASELINE = "composed", "baseline"
+# What a resumed run must share with the run that left its modules and versions behind.
+NOT_IDENTITY = ("output_dir", "overwrite_output_dir", "quiet")
+STATE_FILE, MODULES_FILE = "compose_state.json", "modules.pt"
 
 
 @dataclasses.dataclass
@@ -137,14 +141,25 @@ def _checked(versions: dict[str, Any], family: Seq2SeqFamily, where: str) -> dic
             if part not in family.parts:
                 raise InputError(f"{where}: version {name}: '{part}' is no part of a {family.name} model "
                                  f"({', '.join(family.parts)})")
-            if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
                 raise InputError(f"{where}: version {name}: {part} rate {rate!r} is not a fraction in [0, 1)")
     return versions
 
 
-def block_rates(version: dict[str, Any], blocks: dict[str, str]) -> dict[str, float]:
-    """Each block's rate in a version: its own where `blocks` names it, else its part's (0 when the part is absent)."""
+def block_rates(version: dict[str, Any], blocks: dict[str, str], where: str) -> dict[str, float]:
+    """Each block's rate in a version: its own where `blocks` names it, else its part's (0 when the part is absent).
+    A `blocks` entry naming a block the model lacks, or a rate outside [0, 1), is refused in one line (`where`
+    names the version)."""
     own = version.get("blocks") or {}
+    if not isinstance(own, dict):
+        raise InputError(f"{where}: blocks: expected block: rate entries")
+    for block, rate in own.items():
+        if block not in blocks:
+            example = next(iter(blocks))
+            raise InputError(f"{where}: blocks: the model has no block '{block}' (blocks are named like "
+                             f"'{example}'; {len(blocks)} in all)")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise InputError(f"{where}: blocks: {block} rate {rate!r} is not a fraction in [0, 1)")
     return {b: float(own.get(b, version.get(part, 0.0))) for b, part in blocks.items()}
 
 
@@ -232,11 +247,18 @@ def run(cfg: PruneComposeConfig) -> dict[str, Any]:
     dense, _ = load_model(str(model_dir), "--model", GENERATOR, kinds=(SEQ2SEQ,), need_fp32=True, stage=STAGE)
     tokenizer = load_tokenizer(model_dir, "--model")
     blocks = model_blocks(dense, family)
-    rates = {name: block_rates(v, blocks) for name, v in versions.items()}
+    where = f"--versions {cfg.versions}" if cfg.versions else "--grid"
+    rates = {name: block_rates(v, blocks, f"{where}: version {name}") for name, v in versions.items()}
     scheme = sorted({(b, r) for per_block in rates.values() for b, r in per_block.items() if r > 0})
-    work = fresh_dir(partial_dir(out))
+    # Worked on in a hidden directory beside --output_dir: a stopped run resumes with its distinct modules and its
+    # finished versions when the same command is given again (a changed flag starts afresh).
+    work = partial_dir(out)
+    identity = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IDENTITY}
+    state_file, modules_file = work / STATE_FILE, work / MODULES_FILE
+    state = read_state(state_file)
     started = time.perf_counter()
-    try:
+    if state is None or state["identity"] != identity or not modules_file.is_file():
+        fresh_dir(work)
         # --- modules: each distinct (block, rate) pruned, and locally distilled, once ------------------------
         cpu = time.process_time()
         data = PairBatches(train, tokenizer, cfg.max_source_length, cfg.max_target_length)
@@ -263,71 +285,81 @@ def run(cfg: PruneComposeConfig) -> dict[str, Any]:
             print(f"prune-compose: {len(scheme)} distinct modules for {len(versions)} versions (independent pruning "
                   f"would tune {sum(r > 0 for v in rates.values() for r in v.values())}), "
                   f"{module_cpu / 60:.1f} CPU min", flush=True)
+        torch.save({"distilled": list(distilled.items()), "pruned_only": list(pruned_only.items())}, modules_file)
+        state = {"identity": identity, "modules": module_rows, "module_cpu_seconds": module_cpu,
+                 "original": dev_reference(cfg, task, model_dir), "results": {COMPOSED: {}, BASELINE: {}}}
+        write_json(state_file, state)
+    else:
+        saved = torch.load(modules_file)
+        distilled, pruned_only = dict(saved["distilled"]), dict(saved["pruned_only"])
+        if not cfg.quiet:
+            done = sum(len(r) for r in state["results"].values())
+            print(f"prune-compose: resuming with {len(distilled)} distinct modules and {done} finished versions "
+                  f"({work})", flush=True)
+    module_rows, module_cpu, results = state["modules"], state["module_cpu_seconds"], state["results"]
 
-        # --- versions: compose, fine-tune the whole model ----------------------------------------------------
-        original = dev_reference(cfg, task, model_dir)
-        arms = [(COMPOSED, distilled, cfg.num_train_epochs)]
-        if cfg.baseline_epochs:
-            arms.append((BASELINE, pruned_only, cfg.baseline_epochs))
-        results: dict[str, dict[str, Any]] = {arm: {} for arm, _, _ in arms}
-        for arm, modules, epochs in arms:
-            for name, per_block in rates.items():
-                model = copy.deepcopy(dense)
-                for block, rate in per_block.items():
-                    if rate > 0:
-                        model.get_submodule(block).load_state_dict(modules[(block, rate)])
-                target = work / name if arm == COMPOSED else work / BASELINE / name
-                model.save_pretrained(target / "composed")
-                tokenizer.save_pretrained(target / "composed")
-                tuned = finetune(finetune_config(cfg, target / "composed", target / "tuned", epochs))
-                final, _ = load_model(str(target / "tuned"), "--model", GENERATOR, kinds=(SEQ2SEQ,))
-                shutil.rmtree(target / "composed")
-                final.config.save_pretrained(target)
-                save_sparse(final, target)
-                tokenizer.save_pretrained(target)
-                shutil.rmtree(target / "tuned")
-                results[arm][name] = {
-                    "score_composed": tuned["history"][0]["score"], "score": tuned["dev"]["score"], "dev": tuned["dev"],
-                    "steps": tuned["steps"], "cpu_seconds": tuned["cpu_seconds"], "history": tuned["history"],
-                    "sparsity": {p: v["sparsity"] for p, v in part_sparsity(final, family).items()},
-                    "bytes": size_on_disk(target)}
-                if not cfg.quiet:
-                    r = results[arm][name]
-                    print(f"prune-compose {arm} {name}: dev {r['score_composed']:.4f} composed -> {r['score']:.4f} "
-                          f"after {epochs:g} epochs ({r['cpu_seconds'] / 60:.1f} CPU min)", flush=True)
+    # --- versions: compose, fine-tune the whole model (those a stopped run finished are kept) -------------------
+    arms = [(COMPOSED, distilled, cfg.num_train_epochs)]
+    if cfg.baseline_epochs:
+        arms.append((BASELINE, pruned_only, cfg.baseline_epochs))
+    for arm, modules, epochs in arms:
+        for name, per_block in rates.items():
+            if name in results[arm]:
+                continue
+            model = copy.deepcopy(dense)
+            for block, rate in per_block.items():
+                if rate > 0:
+                    model.get_submodule(block).load_state_dict(modules[(block, rate)])
+            target = work / name if arm == COMPOSED else work / BASELINE / name
+            model.save_pretrained(target / "composed")
+            tokenizer.save_pretrained(target / "composed")
+            tuned = finetune(finetune_config(cfg, target / "composed", target / "tuned", epochs))
+            final, _ = load_model(str(target / "tuned"), "--model", GENERATOR, kinds=(SEQ2SEQ,))
+            shutil.rmtree(target / "composed")
+            final.config.save_pretrained(target)
+            save_sparse(final, target)
+            tokenizer.save_pretrained(target)
+            shutil.rmtree(target / "tuned")
+            results[arm][name] = {
+                "score_composed": tuned["history"][0]["score"], "score": tuned["dev"]["score"], "dev": tuned["dev"],
+                "steps": tuned["steps"], "cpu_seconds": tuned["cpu_seconds"], "history": tuned["history"],
+                "sparsity": {p: v["sparsity"] for p, v in part_sparsity(final, family).items()},
+                "bytes": size_on_disk(target)}
+            write_json(state_file, state)
+            if not cfg.quiet:
+                r = results[arm][name]
+                print(f"prune-compose {arm} {name}: dev {r['score_composed']:.4f} composed -> {r['score']:.4f} "
+                      f"after {epochs:g} epochs ({r['cpu_seconds'] / 60:.1f} CPU min)", flush=True)
 
-        # --- cleanup -----------------------------------------------------------------------------------------
-        totals = {COMPOSED: module_cpu + sum(r["cpu_seconds"] for r in results[COMPOSED].values())}
-        if cfg.baseline_epochs:
-            totals[BASELINE] = sum(r["cpu_seconds"] for r in results[BASELINE].values())
-        summary = {"model": str(model_dir), "task": task.name, "family": family.name, "versions": versions,
-                   "distinct_modules": len(scheme), "modules": module_rows, "module_cpu_seconds": module_cpu,
-                   "original": original, "results": results, "fine_tuning_cpu_seconds": totals,
-                   "original_bytes": size_on_disk(model_dir), "seconds": time.perf_counter() - started,
-                   "output_dir": str(out), "config": dataclasses.asdict(cfg)}
-        (work / "versions.yaml").write_text(yaml.safe_dump({"versions": versions}, sort_keys=False))
-        _write_stats(work / "training_stats.csv", results, module_rows)
-        _plot_losses(work / "loss.png", results)
-        (work / "prune_compose_results.md").write_text(report_table(summary) + "\n")
-        finish_stage(work, STAGE, cfg, summary)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    # --- cleanup -----------------------------------------------------------------------------------------
+    totals = {COMPOSED: module_cpu + sum(r["cpu_seconds"] for r in results[COMPOSED].values())}
+    if cfg.baseline_epochs:
+        totals[BASELINE] = sum(r["cpu_seconds"] for r in results[BASELINE].values())
+    results = {arm: r for arm, r in results.items() if arm == COMPOSED or cfg.baseline_epochs}
+    summary = {"model": str(model_dir), "task": task.name, "family": family.name, "versions": versions,
+               "distinct_modules": len(scheme), "modules": module_rows, "module_cpu_seconds": module_cpu,
+               "original": state["original"], "results": results, "fine_tuning_cpu_seconds": totals,
+               "original_bytes": size_on_disk(model_dir), "seconds": time.perf_counter() - started,
+               "output_dir": str(out), "config": dataclasses.asdict(cfg)}
+    (work / "versions.yaml").write_text(yaml.safe_dump({"versions": versions}, sort_keys=False))
+    _write_stats(work, results, module_rows)
+    _plot_losses(work / "loss.png", results)
+    (work / "prune_compose_results.md").write_text(report_table(summary) + "\n")
+    state_file.unlink()
+    modules_file.unlink()
+    finish_stage(work, STAGE, cfg, summary)
     publish_dir(work, out)
     return summary
 
 
-def _write_stats(path: Path, results: dict[str, dict[str, Any]], modules: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arm", "version", *STATS_HEADER])
-        for arm, versions in results.items():
-            for name, r in versions.items():
-                w.writerows([arm, name, *row] for row in stats_rows(r["history"]))
-        w.writerow([])
-        w.writerow(["block", "part", "rate", "local_mse_pruned", "local_mse_distilled", "cpu_seconds"])
-        w.writerows([m["block"], m["part"], m["rate"], f"{m['local_mse_pruned']:.6g}",
-                     f"{m['local_mse_distilled']:.6g}", f"{m['cpu_seconds']:.2f}"] for m in modules)
+def _write_stats(directory: Path, results: dict[str, dict[str, Any]], modules: list[dict[str, Any]]) -> None:
+    """training_stats.csv (every validation of every version of both arms) and module_stats.csv (each module's
+    local loss before and after its fine-tuning)."""
+    write_stats(directory / "training_stats.csv", ("arm", "version", *STATS_COLUMNS),
+                [{"arm": arm, "version": name, **row} for arm, versions in results.items()
+                 for name, r in versions.items() for row in r["history"]])
+    write_stats(directory / "module_stats.csv",
+                ("block", "part", "rate", "local_mse_pruned", "local_mse_distilled", "cpu_seconds"), modules)
 
 
 def _plot_losses(path: Path, results: dict[str, dict[str, Any]]) -> None:

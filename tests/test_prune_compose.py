@@ -49,6 +49,42 @@ def test_a_grid_of_four_versions_shares_half_its_modules(t5_de, tmp_path):
     assert summary["fine_tuning_cpu_seconds"]["composed"] > summary["module_cpu_seconds"] > 0
 
 
+def test_a_stopped_composition_resumes_with_its_modules_and_finished_versions(t5_de, tmp_path, monkeypatch):
+    """The third version's fine-tuning is interrupted; the same command distils no module again, fine-tunes only
+    the versions left, and publishes all four."""
+    import compress.prune_compose as stage
+
+    out = tmp_path / "composed"
+    args = ["prune-compose", "--model", str(t5_de), "--task_name", "text", "--data_dir", str(CORPUS),
+            "--output_dir", str(out), "--grid", "self_attention=0.5,0.8", "feed_forward=0.5,0.8",
+            "--num_train_epochs", "0.02", "--module_steps", "5", "--module_batches", "2", "--max_train_examples",
+            "800", "--max_eval_examples", "8", "--generation_max_length", "4", "--quiet"]
+    real_finetune, real_distill, tuned, distilled = stage.finetune, stage.local_distill, [], []
+
+    def finetune(cfg):
+        tuned.append(cfg.model)
+        if len(tuned) == 3:
+            raise KeyboardInterrupt
+        return real_finetune(cfg)
+
+    def local_distill(*a):
+        distilled.append(a[0])
+        return real_distill(*a)
+
+    monkeypatch.setattr(stage, "finetune", finetune)
+    monkeypatch.setattr(stage, "local_distill", local_distill)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert len(distilled) == 16 and not out.exists() and (tmp_path / ".composed.partial").is_dir()
+    tuned.clear()
+    assert main(args) == 0
+    assert len(distilled) == 16 and len(tuned) == 2  # versions 3 and 4 only
+    summary = json.loads((out / "prune_compose_summary.json").read_text())
+    assert len(summary["results"]["composed"]) == 4 and "baseline" not in summary["results"]
+    assert not (out / "compose_state.json").exists() and not (out / "modules.pt").exists()
+    assert not (tmp_path / ".composed.partial").exists()
+
+
 def test_a_pruned_block_learns_the_dense_blocks_outputs(t5_de):
     """Local distillation on captured inputs: called alone on what it received in the whole model, the dense block
     gives back its captured output exactly; the pruned copy starts off and ends closer."""
@@ -85,6 +121,21 @@ def test_bad_versions_are_one_line(args, expected, t5_de, tmp_path, capsys):
                  "--output_dir", str(out), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+@pytest.mark.parametrize("blocks, expected", [
+    ("{encoder.block.9.layer.0: 0.5}", "version v: blocks: the model has no block 'encoder.block.9.layer.0'"),
+    ("{encoder.block.0.layer.0: 1.0}", "version v: blocks: encoder.block.0.layer.0 rate 1.0 is not a fraction"),
+    ("[encoder.block.0.layer.0]", "version v: blocks: expected block: rate entries"),
+])
+def test_a_versions_file_naming_a_block_the_model_lacks_is_refused(blocks, expected, t5_de, tmp_path, capsys):
+    versions, out = tmp_path / "versions.yaml", tmp_path / "out"
+    versions.write_text(f"versions:\n  v: {{feed_forward: 0.5, blocks: {blocks}}}\n")
+    assert main(["prune-compose", "--model", str(t5_de), "--task_name", "text", "--data_dir", str(CORPUS),
+                 "--output_dir", str(out), "--versions", str(versions)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and str(versions) in err[0], err
     assert not out.exists() and not (tmp_path / ".out.partial").exists()
 
 
