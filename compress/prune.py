@@ -301,8 +301,9 @@ def _prune_and_recover(cfg: PruneConfig, pruning: PruningConfig, source: Path, t
         tokenizer_files = tokenizer_files_of(source)
         save_model_dir(model, work / "pruned", tokenizer_files)
         if cfg.num_train_epochs > 0 or cfg.max_steps:
-            metrics = _recover(cfg, work / "pruned", work / "recovery", task.name,
-                               keep_sparsity=pruning.kind == "unstructured")
+            recovered = recover(work / "pruned", work / "recovery", task.name, recovery_settings(cfg),
+                                cfg.teacher_model, keep_sparsity=pruning.kind == "unstructured")
+            metrics = next(iter(recovered["dev"].values()))
             publish_model(work, work / "recovery")
         else:
             publish_model(work, work / "pruned")
@@ -318,19 +319,26 @@ def _batches(features, cfg: PruneConfig):
         yield features.batch(ids[i:i + cfg.train_batch_size])
 
 
-def _recover(cfg: PruneConfig, pruned: Path, out: Path, task_name: str, keep_sparsity: bool) -> dict[str, float]:
-    """Fine-tune the pruned model on the gold labels, or distil the teacher's predictions into it; returns the
-    published model's metrics on the first dev file."""
-    common = dict(task_name=task_name, data_dir=cfg.data_dir, output_dir=str(out), num_train_epochs=cfg.num_train_epochs,
-                  learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
-                  eval_batch_size=cfg.eval_batch_size, max_seq_length=cfg.max_seq_length,
-                  max_train_examples=cfg.max_train_examples, eval_step=cfg.eval_step, seed=cfg.seed,
-                  keep_sparsity=keep_sparsity, overwrite_output_dir=True, quiet=cfg.quiet)
-    if cfg.teacher_model:
+def recovery_settings(cfg: PruneConfig) -> dict[str, Any]:
+    """The flags prune passes on to the stage that recovers a pruned model."""
+    return dict(data_dir=cfg.data_dir, num_train_epochs=cfg.num_train_epochs, learning_rate=cfg.learning_rate,
+                max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size, eval_batch_size=cfg.eval_batch_size,
+                max_seq_length=cfg.max_seq_length, max_train_examples=cfg.max_train_examples, eval_step=cfg.eval_step,
+                seed=cfg.seed, quiet=cfg.quiet)
+
+
+def recover(pruned: Path, out: Path, task_name: str, settings: dict[str, Any], teacher_model: str | None,
+            keep_sparsity: bool) -> dict[str, Any]:
+    """Fine-tune the pruned model on the gold labels, or distil `teacher_model`'s predictions into it, with
+    `settings` (recovery_settings' fields); returns the finetune or task-distill summary (its `dev` metrics are
+    the published model's)."""
+    common = settings | dict(task_name=task_name, output_dir=str(out), keep_sparsity=keep_sparsity,
+                             overwrite_output_dir=True)
+    if teacher_model:
         from distill.task import TaskDistillConfig
         from distill.task import run as distil
 
-        summary = distil(TaskDistillConfig(teacher_model=cfg.teacher_model, student_model=str(pruned),
+        summary = distil(TaskDistillConfig(teacher_model=teacher_model, student_model=str(pruned),
                                            stage="prediction", **common))
     else:
         from distill.finetune import FinetuneConfig
@@ -338,7 +346,7 @@ def _recover(cfg: PruneConfig, pruned: Path, out: Path, task_name: str, keep_spa
 
         summary = finetune(FinetuneConfig(model=str(pruned), **common))
     shutil.rmtree(out / "best", ignore_errors=True)  # the best checkpoint is the model published at the top
-    return next(iter(summary["dev"].values()))
+    return summary
 
 
 def _row(name: str, model, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:

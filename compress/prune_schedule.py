@@ -1,15 +1,20 @@
-"""The prune-schedule stage: a text-to-text model (T5) pruned part by part, each part by global L1 magnitude with its
-own amount and fine-tuned for its own number of epochs before the next part is pruned (the NNI tutorial's habit):
+"""The prune-schedule stage: a model pruned part by part, each part by global L1 magnitude with its own amount and
+fine-tuned for its own number of epochs before the next part is pruned (the NNI tutorial's habit):
 
     xcompress prune-schedule --model runs/t5-de --task_name text --data_dir data/parallel/gettext-en-de \
         --output_dir runs/t5-de-pruned \
         --schedule self_attention:0.9:15,cross_attention:0.4:20,feed_forward:0.7:15,lm_head:0.8:30
+    xcompress prune-schedule --model runs/teacher-sst2 --task_name SST-2 --data_dir data/glue_data \
+        --output_dir runs/sst2-pruned --schedule attention:0.5:1,ffn:0.7:1,embeddings:0.5:1,classifier:0.3:1
 
-The parts are the family's (modeling/families.py; T5: self_attention, cross_attention, feed_forward, lm_head).
-Within a part the smallest |w| over all its matrices are zeroed (torch.nn.utils.prune.global_unstructured), so
-the part's sparsity is the asked amount and layers lose unequal shares. Fine-tuning is seq2seq-finetune's, with
-every zero kept at zero, so a part pruned early stays at its amount to the end. T5 ties `lm_head` to the input
-embeddings: pruning it prunes them.
+Text-to-text models (T5) have their family's parts (modeling/families.py: self_attention, cross_attention,
+feed_forward, lm_head) and are fine-tuned by seq2seq-finetune. Encoder task models (every encoder family, and TD
+models) have the weight groups of compress/prune_unstructured.py (attention, ffn, embeddings, classifier; factors
+for a TD model) and are fine-tuned on the gold labels by finetune, or by distilling `--teacher_model`'s
+predictions as task-distill does. Within a part the smallest |w| over all its matrices are zeroed
+(torch.nn.utils.prune.global_unstructured), so the part's sparsity is the asked amount and layers lose unequal
+shares. Fine-tuning holds every zero at zero, so a part pruned early stays at its amount to the end. T5 ties
+`lm_head` to the input embeddings: pruning it prunes them.
 
 After each part the run records the dev score right after pruning and after fine-tuning, and every part's
 sparsity; a run that is stopped resumes after the last finished part when the same command is given again. Into
@@ -19,7 +24,6 @@ schedule), `prune_schedule_results.md`, and the config and summary.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import shutil
@@ -27,24 +31,34 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from corpora.glue import subset
-from modeling.families import Seq2SeqFamily, seq2seq_family_of
-from modeling.formats import GENERATOR, SEQ2SEQ
+from corpora.glue import dev_files, get_task, subset, task_dir
+from distill.checkpoint import save_model_dir, write_model_files
+from modeling.families import Seq2SeqFamily, family_of, seq2seq_family_of
+from modeling.formats import DENSE, GENERATOR, PRUNED, SEQ2SEQ, kind_of
 from modeling.loading import inspect_model, load_model, load_tokenizer
+from modeling.params import GROUPS, weight_group
 from modeling.sparse_storage import save_sparse
 from stagekit.atomic import atomic_output_dir, check_output_dir, fresh_dir, partial_dir, write_json
 from stagekit.errors import InputError
 from stagekit.options import above, at_least, check_values, option
 from stagekit.outputs import finish_stage
+from stagekit.outputs import tokenizer_files as tokenizer_files_of
+from stagekit.training_log import write_stats
+from tasks.classifier import dev_evaluation, load_classifier
+from tasks.features import load_features
 from text2text.data import text_task
-from text2text.finetune import STATS_HEADER, Seq2SeqFinetuneConfig, stats_rows
+from text2text.finetune import STATS_COLUMNS, Seq2SeqFinetuneConfig
 from text2text.finetune import run as finetune
 from text2text.generation import PairBatches, generate, mean_loss
 
 from .measure import size_on_disk
+from .prune import recover
+from .prune_shapes import encoder_units_, seq2seq_ffn_rows_, two_of_four_, two_of_four_problem
+from .prune_unstructured import magnitude_prune, sparsity
 
 STAGE = "prune-schedule"
 # What a resumed run must share with the run that left its parts behind.
@@ -53,26 +67,33 @@ NOT_IDENTITY = ("output_dir", "overwrite_output_dir", "quiet")
 
 @dataclasses.dataclass
 class PruneScheduleConfig:
-    model: str = option(help="a fine-tuned text-to-text model directory (T5)")
-    task_name: str = option(help="'text' (a TSV of source and target texts in --data_dir) or a GLUE task name")
+    model: str = option(help="a fine-tuned text-to-text model (T5) or encoder task model (any encoder family, TD)")
+    task_name: str = option(help="a GLUE task name, or 'text' (a TSV of source and target texts in --data_dir) for a "
+                                 "text-to-text model")
     data_dir: str = option()
     output_dir: str = option()
     schedule: str = option(help="part:amount:epochs,... in the order applied, e.g. "
-                                "self_attention:0.9:15,cross_attention:0.4:20,feed_forward:0.7:15,lm_head:0.8:30")
+                                "self_attention:0.9:15,cross_attention:0.4:20,feed_forward:0.7:15,lm_head:0.8:30 "
+                                "(T5) or attention:0.5:1,ffn:0.7:1,embeddings:0.5:1,classifier:0.3:1 (encoders)")
     store: str = option("sparse", choices=["sparse", "dense"],
                         help="sparse: one bit per weight and the non-zero values (xcompress reads it); dense: the "
                              "plain model.safetensors transformers reads")
-    learning_rate: float = option(5e-4, check=above(0))
+    learning_rate: float | None = option(None, help="fine-tuning rate (default 5e-4 for text-to-text models, 2e-5 "
+                                         "for encoders)", check=above(0))
+    teacher_model: str | None = option(None, help="encoders: recover by distilling this fine-tuned teacher's "
+                                                  "predictions (task-distill's prediction phase) instead of fine-tuning")
+    max_seq_length: int = option(128, help="encoders: pieces per example", check=at_least(1))
     train_batch_size: int = option(32, check=at_least(1))
     eval_batch_size: int = option(64, check=at_least(1))
     eval_steps: int = option(500, help="validate every this many steps within a part (and at its end)",
                              check=at_least(1))
-    max_source_length: int = option(128, check=at_least(2))
+    max_source_length: int = option(128, help="text-to-text: source pieces", check=at_least(2))
     max_target_length: int = option(128, check=at_least(2))
     generation_max_length: int = option(64, help="new pieces generated at most per text", check=at_least(1))
     generation_num_beams: int = option(1, check=at_least(1))
     max_train_examples: int | None = option(None, help="a seeded subset of the training pairs", check=at_least(1))
-    max_eval_examples: int | None = option(500, help="dev pairs generated at each validation", check=at_least(1))
+    max_eval_examples: int | None = option(500, help="text-to-text: dev pairs generated at each validation (an "
+                                           "encoder is scored on the whole dev set)", check=at_least(1))
     seed: int = option(42)
     overwrite_output_dir: bool = option(False)
     quiet: bool = option(False)
@@ -86,26 +107,32 @@ class Step:
     part: str
     amount: float
     epochs: float
+    shape: str = "unstructured"
 
 
-def parse_schedule(text: str, family: Seq2SeqFamily) -> list[Step]:
-    """The steps of `--schedule`, refused in one line when a part is unknown or named twice, an amount is outside
-    [0, 1) or an epoch count is not positive."""
-    steps = []
+def parse_schedule(text: str, family: str, shapes: dict[str, tuple[str, ...]]) -> list[Step]:
+    """The steps of `--schedule` (part:amount:epochs, and :shape where it is not unstructured), refused in one line
+    when a part is unknown or named twice, a shape is not one the part offers (`shapes`: part -> its shapes), an
+    amount is outside [0, 1) (exactly 0.5 for 2of4) or an epoch count is not positive."""
+    steps, parts = [], tuple(shapes)
     for item in text.split(","):
         fields = item.strip().split(":")
-        if len(fields) != 3:
-            raise InputError(f"--schedule {text}: '{item}' is not part:amount:epochs")
-        part, amount, epochs = fields
-        if part not in family.parts:
-            raise InputError(f"--schedule {text}: '{part}' is no part of a {family.name} model "
-                             f"({', '.join(family.parts)})")
+        if len(fields) not in (3, 4):
+            raise InputError(f"--schedule {text}: '{item}' is not part:amount:epochs[:shape]")
+        part, amount, epochs, shape = (*fields, "unstructured")[:4]
+        if part not in parts:
+            raise InputError(f"--schedule {text}: '{part}' is no part of a {family} model ({', '.join(parts)})")
         try:
-            step = Step(part, float(amount), float(epochs))
+            step = Step(part, float(amount), float(epochs), shape)
         except ValueError:
             raise InputError(f"--schedule {text}: '{item}': amount and epochs must be numbers") from None
         if not 0 <= step.amount < 1:
             raise InputError(f"--schedule {text}: '{item}': the amount is a fraction in [0, 1)")
+        if shape not in shapes[part]:
+            raise InputError(f"--schedule {text}: '{item}': {part} is pruned in these shapes: "
+                             f"{', '.join(shapes[part])}")
+        if shape == "2of4" and step.amount != 0.5:
+            raise InputError(f"--schedule {text}: '{item}': 2of4 zeroes exactly half the weights (amount 0.5)")
         if step.epochs <= 0:
             raise InputError(f"--schedule {text}: '{item}': each part is fine-tuned for more than 0 epochs")
         if part in (s.part for s in steps):
@@ -135,23 +162,159 @@ def part_sparsity(model: nn.Module, family: Seq2SeqFamily) -> dict[str, dict[str
     return out
 
 
+class TextToTextModel:
+    """What the schedule does with a text-to-text model: its family's parts, scores by generation, seq2seq-finetune
+    with the zeros held."""
+
+    learning_rate = 5e-4
+
+    def __init__(self, cfg: PruneScheduleConfig, model_dir: Path, raw: dict[str, Any]):
+        self.cfg, self.model_dir = cfg, model_dir
+        self.task = text_task(cfg.task_name)
+        self.family = seq2seq_family_of(raw, f"--model {cfg.model}")
+        self.name = self.family.name
+        rows = ("rows",) if self.family.ffn_size_key else ()
+        self.shapes = {p: ("unstructured", "2of4") + (rows if p == "feed_forward" else ()) for p in self.family.parts}
+        self.task.pairs(cfg.data_dir, "train")  # a missing or malformed file is refused before anything is pruned
+
+    def load(self, path: Path) -> nn.Module:
+        return load_model(str(path), "--model", GENERATOR, kinds=(SEQ2SEQ,), need_fp32=True, stage=STAGE)[0]
+
+    def weights(self, model: nn.Module, part: str) -> dict[str, torch.Tensor]:
+        return {name: m.weight for name, m in self.family.part_modules(model, part).items()}
+
+    def prune(self, model: nn.Module, step: Step) -> None:
+        if step.shape == "rows":
+            seq2seq_ffn_rows_(model, self.family, step.amount)
+        elif step.shape == "2of4":
+            two_of_four_(list(self.weights(model, step.part).values()))
+        else:
+            prune_part(model, self.family, step.part, step.amount)
+
+    def sparsity(self, model: nn.Module) -> dict[str, dict[str, float]]:
+        return part_sparsity(model, self.family)
+
+    def reference(self) -> dict[str, Any]:
+        return dev_reference(self.cfg, self.task, self.model_dir)
+
+    def save(self, model: nn.Module, source: Path, target: Path) -> None:
+        model.save_pretrained(target)
+        load_tokenizer(source, "--model").save_pretrained(target)
+
+    def finetune(self, pruned: Path, out: Path, epochs: float, learning_rate: float) -> dict[str, Any]:
+        tuned = finetune(finetune_config(dataclasses.replace(self.cfg, learning_rate=learning_rate), pruned, out,
+                                         epochs))
+        return {"score_after_pruning": tuned["history"][0]["score"], "score": tuned["dev"]["score"],
+                "dev": tuned["dev"], "steps": tuned["steps"], "cpu_seconds": tuned["cpu_seconds"],
+                "history": tuned["history"]}
+
+    def publish(self, model: nn.Module, source: Path, target: Path) -> None:
+        if self.cfg.store == "sparse":
+            model.config.save_pretrained(target)
+            save_sparse(model, target)
+        else:
+            model.save_pretrained(target)
+        load_tokenizer(source, "--model").save_pretrained(target)
+
+
+class EncoderModel:
+    """What the schedule does with an encoder task model: its weight groups as parts, scores on the whole dev set,
+    finetune (or task-distill's prediction phase from `--teacher_model`) with the zeros held."""
+
+    learning_rate = 2e-5
+
+    def __init__(self, cfg: PruneScheduleConfig, model_dir: Path):
+        self.cfg, self.model_dir = cfg, model_dir
+        self.task = get_task(cfg.task_name)
+        task_dir(cfg.data_dir, self.task)
+        model = self.load(model_dir)
+        if cfg.teacher_model:  # checked now, not after the first part it would recover
+            load_classifier(cfg.teacher_model, "--teacher_model", self.task, need_task_model=True)
+        present = {weight_group(name, p) for name, p in model.named_parameters()}
+        whole_units = kind_of(model) in (DENSE, PRUNED)  # a TD model's layers are factors, not rows and heads
+        extra = {"ffn": ("rows",), "attention": ("heads",)} if whole_units else {}
+        self.name = family_of(model).name
+        self.shapes = {g: ("unstructured", "2of4") + extra.get(g, ()) for g in GROUPS if g in present}
+        self.tokenizer_files = tokenizer_files_of(model_dir)
+        self.dev = load_features(self.task, dev_files(self.task, cfg.data_dir)[0], load_tokenizer(model_dir, "--model"),
+                                 cfg.max_seq_length)
+
+    def load(self, path: Path) -> nn.Module:
+        return load_classifier(str(path), "--model", self.task, need_task_model=True, need_fp32=True)[0]
+
+    def weights(self, model: nn.Module, part: str) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in model.named_parameters() if weight_group(name, p) == part}
+
+    def prune(self, model: nn.Module, step: Step) -> None:
+        if step.shape in ("rows", "heads"):
+            encoder_units_(model, step.shape, step.amount)
+        elif step.shape == "2of4":
+            two_of_four_(list(self.weights(model, step.part).values()))
+        else:
+            magnitude_prune(model, {step.part: step.amount})
+
+    def sparsity(self, model: nn.Module) -> dict[str, dict[str, float]]:
+        return sparsity(model)
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        found = dev_evaluation(model, self.task, self.dev, self.cfg.eval_batch_size)
+        return {"score": found.metrics["score"], "dev": found.metrics, "val_loss": found.loss}
+
+    def reference(self) -> dict[str, Any]:
+        return self.evaluate(self.load(self.model_dir))
+
+    def save(self, model: nn.Module, source: Path, target: Path) -> None:
+        save_model_dir(model, target, self.tokenizer_files)
+
+    def finetune(self, pruned: Path, out: Path, epochs: float, learning_rate: float) -> dict[str, Any]:
+        cfg, after = self.cfg, self.evaluate(self.load(pruned))
+        cpu = time.process_time()
+        settings = dict(data_dir=cfg.data_dir, num_train_epochs=epochs, learning_rate=learning_rate, max_steps=None,
+                        train_batch_size=cfg.train_batch_size, eval_batch_size=cfg.eval_batch_size,
+                        max_seq_length=cfg.max_seq_length, max_train_examples=cfg.max_train_examples,
+                        eval_step=cfg.eval_steps, seed=cfg.seed, quiet=True)
+        tuned = recover(pruned, out, self.task.name, settings, cfg.teacher_model, keep_sparsity=True)
+        phase = tuned["phases"][-1]
+        start = {"step": 0, "train_loss": None, "val_loss": after["val_loss"], "score": after["score"]}
+        history = [start] + [{k: h.get(k) for k in ("step", "train_loss", "val_loss", "score")}
+                             for h in phase["dev_history"]]
+        dev = next(iter(tuned["dev"].values()))
+        return {"score_after_pruning": after["score"], "score": dev["score"], "dev": dev, "steps": phase["steps"],
+                "cpu_seconds": time.process_time() - cpu, "history": history}
+
+    def publish(self, model: nn.Module, source: Path, target: Path) -> None:
+        write_model_files(model, target, self.tokenizer_files)
+        if self.cfg.store == "sparse":
+            (target / "model.safetensors").unlink()
+            save_sparse(model, target)
+
+
 def run(cfg: PruneScheduleConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     check_values(cfg)
-    task = text_task(cfg.task_name)
-    model_dir, raw, _ = inspect_model(cfg.model, "--model", kinds=(SEQ2SEQ,), stage=STAGE)
-    family = seq2seq_family_of(raw, f"--model {cfg.model}")
-    steps = parse_schedule(cfg.schedule, family)
-    task.pairs(cfg.data_dir, "train")  # a missing or malformed file is refused before anything is pruned
+    model_dir, raw, arch = inspect_model(cfg.model, "--model", stage=STAGE)
+    if arch.kind == SEQ2SEQ:
+        target: TextToTextModel | EncoderModel = TextToTextModel(cfg, model_dir, raw)
+    elif cfg.task_name == "text":
+        raise InputError(f"--model {cfg.model}: an encoder; --task_name text is for text-to-text models (T5)")
+    else:
+        target = EncoderModel(cfg, model_dir)
+    steps = parse_schedule(cfg.schedule, target.name, target.shapes)
+    original = target.load(model_dir)
+    for step in steps:
+        if step.shape == "2of4" and (problem := two_of_four_problem(target.weights(original, step.part))):
+            raise InputError(f"--schedule {cfg.schedule}: {step.part} cannot take 2of4: {problem}")
+    original_weights = {p: s["weights"] for p, s in target.sparsity(original).items()}
+    learning_rate = cfg.learning_rate or target.learning_rate
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
     work = partial_dir(out)
     identity = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IDENTITY}
     state_file = work / "schedule_state.json"
-    state = _read_state(state_file)
+    state = read_state(state_file)
     if state is None or state["identity"] != identity:
         fresh_dir(work)
-        state = {"identity": identity, "original": dev_reference(cfg, task, model_dir), "done": []}
+        state = {"identity": identity, "original": target.reference(), "done": []}
         write_json(state_file, state)
     elif not cfg.quiet:
         print(f"prune-schedule: resuming after part {len(state['done'])} of {len(steps)} ({work})", flush=True)
@@ -160,17 +323,14 @@ def run(cfg: PruneScheduleConfig) -> dict[str, Any]:
     # --- loop: prune one part, fine-tune, record -------------------------------------------------------------
     for k, step in enumerate(steps[len(state["done"]):], start=len(state["done"]) + 1):
         step_dir = fresh_dir(work / f"{k}-{step.part}")
-        model, _ = load_model(str(source), "--model", GENERATOR, kinds=(SEQ2SEQ,), need_fp32=True, stage=STAGE)
-        prune_part(model, family, step.part, step.amount)
-        model.save_pretrained(step_dir / "pruned")
-        load_tokenizer(source, "--model").save_pretrained(step_dir / "pruned")
-        tuned = finetune(finetune_config(cfg, step_dir / "pruned", step_dir / "tuned", step.epochs))
+        model = target.load(source)
+        target.prune(model, step)
+        target.save(model, source, step_dir / "pruned")
+        tuned = target.finetune(step_dir / "pruned", step_dir / "tuned", step.epochs, learning_rate)
         shutil.rmtree(step_dir / "pruned")
-        model, _ = load_model(str(step_dir / "tuned"), "--model", GENERATOR, kinds=(SEQ2SEQ,))
-        record = {"part": step.part, "amount": step.amount, "epochs": step.epochs,
-                  "score_after_pruning": tuned["history"][0]["score"], "score": tuned["dev"]["score"],
-                  "dev": tuned["dev"], "sparsity": part_sparsity(model, family), "steps": tuned["steps"],
-                  "cpu_seconds": tuned["cpu_seconds"], "history": tuned["history"],
+        zeros = target.sparsity(target.load(step_dir / "tuned"))
+        record = {"part": step.part, "amount": step.amount, "epochs": step.epochs, "shape": step.shape, **tuned,
+                  "sparsity": zeros, "reduction": reduction(zeros, original_weights),
                   "model_dir": str(step_dir / "tuned")}
         if source != model_dir:
             shutil.rmtree(source.parent)  # only the latest part's model is needed to resume
@@ -179,25 +339,21 @@ def run(cfg: PruneScheduleConfig) -> dict[str, Any]:
         source = step_dir / "tuned"
         if not cfg.quiet:
             print(f"prune-schedule part {k} {step.part} {step.amount:.0%}: dev {record['score_after_pruning']:.4f} "
-                  f"after pruning -> {record['score']:.4f} after {step.epochs:g} epochs; overall sparsity "
-                  f"{record['sparsity']['all']['sparsity']:.1%}", flush=True)
+                  f"after pruning -> {record['score']:.4f} after {step.epochs:g} epochs; overall "
+                  f"{record['reduction']['all']:.1%} of the weights gone", flush=True)
 
     # --- cleanup -------------------------------------------------------------------------------------------
-    model, _ = load_model(str(source), "--model", GENERATOR, kinds=(SEQ2SEQ,))
-    summary = {"model": str(model_dir), "task": task.name, "family": family.name,
-               "tied_lm_head": bool(getattr(model.config, "tie_word_embeddings", False)),
+    model = target.load(source)
+    summary = {"model": str(model_dir), "task": target.task.name, "family": target.name,
+               "tied_lm_head": arch.kind == SEQ2SEQ and bool(getattr(model.config, "tie_word_embeddings", False)),
                "original": state["original"], "parts": state["done"], "final": state["done"][-1]["dev"],
-               "sparsity": part_sparsity(model, family), "store": cfg.store,
+               "sparsity": target.sparsity(model), "reduction": reduction(target.sparsity(model), original_weights),
+               "store": cfg.store, "learning_rate": learning_rate,
                "original_bytes": size_on_disk(model_dir), "seconds": time.perf_counter() - started,
                "cpu_seconds_this_run": time.process_time() - cpu_started, "output_dir": str(out),
                "config": dataclasses.asdict(cfg)}
     with atomic_output_dir(out) as tmp:
-        if cfg.store == "sparse":
-            model.config.save_pretrained(tmp)
-            save_sparse(model, tmp)
-        else:
-            model.save_pretrained(tmp)
-        load_tokenizer(source, "--model").save_pretrained(tmp)
+        target.publish(model, source, tmp)
         summary["bytes"] = size_on_disk(tmp)
         _write_stats(tmp / "training_stats.csv", state["done"])
         _plot_losses(tmp / "loss.png", state["done"])
@@ -207,7 +363,12 @@ def run(cfg: PruneScheduleConfig) -> dict[str, Any]:
     return summary
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
+def reduction(zeros: dict[str, dict[str, float]], original_weights: dict[str, int]) -> dict[str, float]:
+    """Per part, the fraction of its original weights that are gone: zeroed, or removed with whole rows and heads."""
+    return {p: 1 - (s["weights"] - s["zeros"]) / original_weights[p] for p, s in zeros.items()}
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -238,11 +399,7 @@ def finetune_config(cfg, model: Path, output: Path, epochs: float) -> Seq2SeqFin
 
 
 def _write_stats(path: Path, parts: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["part", *STATS_HEADER])
-        for record in parts:
-            w.writerows([record["part"], *row] for row in stats_rows(record["history"]))
+    write_stats(path, ("part", *STATS_COLUMNS), [{"part": r["part"], **row} for r in parts for row in r["history"]])
 
 
 def _plot_losses(path: Path, parts: list[dict[str, Any]]) -> None:
@@ -276,16 +433,18 @@ def _plot_losses(path: Path, parts: list[dict[str, Any]]) -> None:
 def report_table(summary: dict[str, Any]) -> str:
     o = summary["original"]
     lines = [f"# Per-part pruning of {summary['model']} on {summary['task']}", "",
-             "| after | amount | epochs | dev after pruning | dev after fine-tuning | "
-             + " | ".join(f"{p} sparsity" for p in summary["sparsity"]) + " |",
-             "|---" * (5 + len(summary["sparsity"])) + "|",
-             f"| original | - | - | - | {o['score']:.4f} | " + " | ".join("0.0%" for _ in summary["sparsity"]) + " |"]
+             "| after | amount | shape | epochs | dev after pruning | dev after fine-tuning | "
+             + " | ".join(f"{p} gone" for p in summary["reduction"]) + " |",
+             "|---" * (6 + len(summary["reduction"])) + "|",
+             f"| original | - | - | - | - | {o['score']:.4f} | " + " | ".join("0.0%" for _ in summary["reduction"]) + " |"]
     for r in summary["parts"]:
-        lines.append(f"| {r['part']} | {r['amount']:.0%} | {r['epochs']:g} | {r['score_after_pruning']:.4f} | "
-                     f"{r['score']:.4f} | " + " | ".join(f"{s['sparsity']:.1%}" for s in r["sparsity"].values()) + " |")
-    lines += ["", f"On disk: {summary['bytes'] / 1e6:.2f} MB ({summary['store']}) against {summary['original_bytes'] / 1e6:.2f} MB "
-              f"for the original, {summary['bytes'] / summary['original_bytes']:.3f} x; overall sparsity "
-              f"{summary['sparsity']['all']['sparsity']:.1%}."]
+        lines.append(f"| {r['part']} | {r['amount']:.0%} | {r['shape']} | {r['epochs']:g} | "
+                     f"{r['score_after_pruning']:.4f} | {r['score']:.4f} | "
+                     + " | ".join(f"{g:.1%}" for g in r["reduction"].values()) + " |")
+    lines += ["", "Gone: the fraction of a part's original weights zeroed, or removed with whole rows or heads.",
+              f"On disk: {summary['bytes'] / 1e6:.2f} MB ({summary['store']}) against {summary['original_bytes'] / 1e6:.2f} MB "
+              f"for the original, {summary['bytes'] / summary['original_bytes']:.3f} x; overall "
+              f"{summary['reduction']['all']:.1%} of the weights gone."]
     if summary["tied_lm_head"]:
         lines.append("lm_head is tied to the input embeddings (tie_word_embeddings): its zeros are theirs too.")
     return "\n".join(lines)
@@ -293,7 +452,7 @@ def report_table(summary: dict[str, Any]) -> str:
 
 def report(summary: dict[str, Any]) -> str:
     parts = ", ".join(f"{r['part']} {r['score']:.4f}" for r in summary["parts"])
-    return (f"prune-schedule {summary['task']}: dev {summary['original']['score']:.4f} -> {parts}; overall sparsity "
-            f"{summary['sparsity']['all']['sparsity']:.1%}, {summary['bytes'] / 1e6:.2f} MB on disk "
+    return (f"prune-schedule {summary['task']}: dev {summary['original']['score']:.4f} -> {parts}; overall "
+            f"{summary['reduction']['all']:.1%} of the weights gone, {summary['bytes'] / 1e6:.2f} MB on disk "
             f"({summary['bytes'] / summary['original_bytes']:.3f} x the original) -> {summary['output_dir']}")
 

@@ -78,7 +78,7 @@ def slice_layers_(model: nn.Module, keep_heads: list[torch.Tensor], keep_ffn: li
         rows = (heads[:, None] * hs + torch.arange(hs)).reshape(-1)
         for part, index, dim in (("query", rows, 0), ("key", rows, 0), ("value", rows, 0), ("attn_out", rows, 1),
                                  ("ffn_in", neurons, 0), ("ffn_out", neurons, 1)):
-            fam.set_part(layer, part, _sliced(fam.linear(layer, part), index, dim))
+            fam.set_part(layer, part, sliced(fam.linear(layer, part), index, dim))
         # BERT's attention keeps its head count and width as attributes: kept true for whoever reads them
         attention = layer.get_submodule(fam.parts["query"].rpartition(".")[0])
         if hasattr(attention, "all_head_size"):
@@ -109,15 +109,15 @@ def retarget_config_(model: nn.Module, config) -> None:
             module.config = config
 
 
-def _sliced(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A new Linear keeping rows (dim 0: outputs) or columns (dim 1: inputs) `index` of `linear`."""
-    w = linear.weight.detach().index_select(dim, index).clone()
-    b = linear.bias.detach()
-    b = b.index_select(0, index).clone() if dim == 0 else b.clone()
-    new = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+def sliced(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping rows (dim 0: outputs) or columns (dim 1: inputs) `index` of `linear` (and its bias,
+    when it has one)."""
+    w = linear.weight.detach().index_select(dim, index)
+    new = nn.Linear(w.shape[1], w.shape[0], bias=linear.bias is not None, device=w.device, dtype=w.dtype)
     with torch.no_grad():
         new.weight.copy_(w)
-        new.bias.copy_(b)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias.detach().index_select(0, index) if dim == 0 else linear.bias.detach())
     return new
 
 

@@ -172,6 +172,12 @@ class Seq2SeqFamily:
     # The module each Linear map's block is (its name's first group): the unit composable pruning prunes, fine-tunes
     # and composes, called again on its own inputs.
     blocks: str
+    # The feed-forward maps by their last name inside a block: those whose rows are the hidden neurons (inputs; a
+    # gated FFN has two) and the one whose columns are; and the config key of the neuron count. Removing whole
+    # neurons keeps the model one that transformers loads, when every block keeps the same number.
+    ffn_inputs: tuple[str, ...] = ()
+    ffn_output: str = ""
+    ffn_size_key: str = ""
 
     def block_of(self, linear_name: str) -> str:
         return re.fullmatch(self.blocks, linear_name).group(1)
@@ -188,7 +194,8 @@ SEQ2SEQ_FAMILIES: dict[str, Seq2SeqFamily] = {f.name: f for f in (
         "cross_attention": r"decoder\.block\.\d+\.layer\.1\.EncDecAttention\.[qkvo]",
         "feed_forward": r"(encoder\.block\.\d+\.layer\.1|decoder\.block\.\d+\.layer\.2)\.DenseReluDense\.w(i|o|i_0|i_1)",
         "lm_head": r"lm_head"},
-        blocks=r"(lm_head|(?:encoder|decoder)\.block\.\d+\.layer\.\d+)(?:\..*)?"),
+        blocks=r"(lm_head|(?:encoder|decoder)\.block\.\d+\.layer\.\d+)(?:\..*)?",
+        ffn_inputs=("wi", "wi_0", "wi_1"), ffn_output="wo", ffn_size_key="d_ff"),
 )}
 SEQ2SEQ_MODEL_TYPES = tuple(t for f in SEQ2SEQ_FAMILIES.values() for t in f.model_types)
 
@@ -216,7 +223,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary": ALL_FAMILIES,
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
     "seq2seq-finetune": tuple(SEQ2SEQ_FAMILIES), "seq2seq-evaluate": tuple(SEQ2SEQ_FAMILIES),
-    "prune-schedule": tuple(SEQ2SEQ_FAMILIES), "prune-compose": tuple(SEQ2SEQ_FAMILIES),
+    "prune-schedule": ALL_FAMILIES + tuple(SEQ2SEQ_FAMILIES), "prune-compose": tuple(SEQ2SEQ_FAMILIES),
 }
 WHY_NOT = {
     "general-distill": "its students are masked-LM models with BERT's head, trained on WordPiece pre-generated data",
