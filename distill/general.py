@@ -11,15 +11,20 @@ pre-generated Wikipedia data (TinyBERT's general distillation, no MLM loss).
 
 `--student_model` is a TD directory from `xcompress decompose`, or a TD config directory (e.g.
 models/minilm-td-36-192) that is initialised randomly, or, with `--use_swap`, by factorizing the teacher.
-`--train_batch_size` is the global batch, split over ranks and accumulation steps.
+`--train_batch_size` is the global batch, split over ranks and accumulation steps. `--eval_data`, pre-generated
+epochs of text training never sees (another slice of the dump: `pregenerate --dump_part`), gives the validation
+loss every `--eval_steps`.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -33,7 +38,7 @@ from stagekit.errors import InputError
 from stagekit.model_paths import resolve_model_dir, shared_vocab
 from stagekit.options import above, at_least, between, option
 from stagekit.outputs import tokenizer_files
-from stagekit.training_log import TrainingLog
+from stagekit.training_log import TENSORBOARD_DIR, TrainingLog, write_stats
 
 from .checkpoint import checkpoint_dirs, load_training_state, parameter_checksum, publish_model, save_checkpoint
 from .dist import Distributed
@@ -68,6 +73,12 @@ class GeneralDistillConfig:
     save_steps: int = option(500, check=at_least(1))
     save_total_limit: int = option(3, check=at_least(1))
     log_steps: int = option(10, check=at_least(1))
+    eval_data: str | None = option(None, help="pre-generated epochs of held-out text (e.g. `pregenerate --dump_part` "
+                                   "of another slice): the same loss on its first epoch is the validation loss")
+    eval_steps: int = option(500, help="validate every this many steps (and before the first and after the last)",
+                             check=at_least(1))
+    max_eval_examples: int = option(512, help="examples of --eval_data's first epoch to validate on",
+                                    check=at_least(1))
     resume: bool = option(False, help="continue from the latest checkpoint in --output_dir")
     overwrite_output_dir: bool = option(False)
     seed: int = option(42)
@@ -77,6 +88,7 @@ class GeneralDistillConfig:
 
 
 CONFIG = GeneralDistillConfig
+STATS_COLUMNS = ("step", "train_loss", "val_loss")
 
 
 class DistillationStep(nn.Module):
@@ -170,6 +182,7 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
         raise InputError(f"--teacher_model {cfg.teacher_model}: pre-generated epochs hold WordPiece tokens, and this "
                          "teacher has no vocab.txt")
     data = PregeneratedEpochs(cfg.pregenerated_data, read_vocab_ids(vocab))
+    held_out = _held_out(cfg, read_vocab_ids(vocab))
     student = _load_student(cfg, teacher_bert, student_dir)
     if student.pooler is not None:
         # No layer-wise loss reaches the pooler: freeze it rather than have every rank hunt for unused parameters.
@@ -208,6 +221,10 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     data.batch(first_epoch, first_ids[first:first + micro])
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if start_step == 0:  # --overwrite_output_dir: the replaced run's log is not this run's
+            for stale in (out / "log.jsonl", out / "training_stats.csv"):
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
         write_json(out / "general_distill_config.json", dataclasses.asdict(cfg) | {"world_size": dist.world_size,
                                                                                    "backend": dist.backend})
     log = TrainingLog(out) if dist.is_main else None
@@ -220,7 +237,15 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
     def targets(batch: dict[str, torch.Tensor]):
         return teacher(**batch, score_layers=loss_fn.teacher_score_layers, hidden_layers=loss_fn.teacher_hidden_layers)
 
+    def validate(done: int) -> None:
+        if held_out is not None:
+            losses = _validation_loss(module, held_out, cfg.max_eval_examples, micro, targets, dist)
+            write_log(log, {"step": done, **{f"val_{k}": v for k, v in losses.items()}})
+            model.train()
+
     started, first_loss, metrics = time.perf_counter(), None, {}
+    if start_step == 0:
+        validate(0)
 
     # --- loop ---------------------------------------------------------------------------------------------
     model.train()
@@ -247,12 +272,16 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
                             "seconds": elapsed})
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         bar.update(1)
+        if done % cfg.eval_steps == 0 or done == total:
+            validate(done)
         if done % cfg.save_steps == 0 or done == total:
             _checkpoint(out, done, module, optimizer, scheduler, dist, tok_files, cfg.save_total_limit)
 
     # --- cleanup ------------------------------------------------------------------------------------------
     bar.close()
     data.close()
+    if held_out is not None:
+        held_out.close()
     seconds = time.perf_counter() - started
     checksums = dist.all_gather_object(parameter_checksum(module))
     summary = {"steps": total, "resumed_from_step": start_step, "world_size": dist.world_size,
@@ -263,10 +292,54 @@ def _train(cfg: GeneralDistillConfig, dist: Distributed) -> dict[str, Any]:
                "seconds": seconds, "time_split_seconds": timing, "config": dataclasses.asdict(cfg)}
     if dist.is_main:
         log.close()
+        validation = _validation_rows(log.path)
+        summary["validation"] = validation
+        if held_out is not None:
+            write_stats(out / "training_stats.csv", STATS_COLUMNS, validation)
         publish_model(out, out / "checkpoints" / f"step_{total}")
         write_json(out / "general_distill_summary.json", summary)
     dist.barrier()
     return summary | {"is_main": dist.is_main}
+
+
+def _held_out(cfg: GeneralDistillConfig, vocab: dict[str, int]) -> PregeneratedEpochs | None:
+    if cfg.eval_data is None:
+        return None
+    if Path(cfg.eval_data).resolve() == Path(cfg.pregenerated_data).resolve():
+        raise InputError(f"--eval_data {cfg.eval_data}: the training data itself; the validation loss needs text "
+                         "training never reads (pregenerate another slice of the dump with --dump_part)")
+    return PregeneratedEpochs(cfg.eval_data, vocab, flag="--eval_data")
+
+
+@torch.no_grad()
+def _validation_loss(module: DistillationStep, held_out: PregeneratedEpochs, max_examples: int, micro: int,
+                     targets, dist: Distributed) -> dict[str, float]:
+    """The training loss on the first `max_examples` of the held-out epoch, each rank its share, dropout off."""
+    module.eval()
+    ids = np.arange(min(max_examples, held_out.num_examples(0)))[dist.rank::dist.world_size]
+    sums: dict[str, float] = {}
+    for first in range(0, len(ids), micro):
+        batch = {k: v.to(dist.device) for k, v in held_out.batch(0, ids[first:first + micro]).items()}
+        with dist.compute():
+            losses = module(batch, targets(batch))
+        share = len(batch["input_ids"]) / len(ids)
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * share
+    return dist.all_reduce_mean(sums)
+
+
+def _validation_rows(log_path: Path) -> list[dict[str, Any]]:
+    """Each validation with the training loss last logged before it, read back from the log so that a resumed
+    run's rows include those written before the interruption."""
+    rows: dict[int, dict[str, Any]] = {}
+    train_loss = None
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            train_loss = record["loss"]
+        if "val_loss" in record:  # a step validated again after a resume replaces its first record
+            rows[record["step"]] = {"step": record["step"], "train_loss": train_loss, "val_loss": record["val_loss"]}
+    return [rows[step] for step in sorted(rows)]
 
 
 def _checkpoint(out, step, module, optimizer, scheduler, dist: Distributed, tok_files, keep) -> None:
@@ -281,8 +354,11 @@ def _checkpoint(out, step, module, optimizer, scheduler, dist: Distributed, tok_
 
 def report(summary: dict[str, Any]) -> str:
     rate = summary["samples_per_second"]
+    validation = summary.get("validation") or []
     return (f"general-distill: {summary['steps']} steps on {summary['world_size']} rank(s) ({summary['backend']}), "
             f"loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}"
+            + (f", validation loss {validation[0]['val_loss']:.4f} -> {validation[-1]['val_loss']:.4f}"
+               if validation else "")
             + (f", {rate:.1f} samples/s" if rate else "") + f" -> {summary['config']['output_dir']}")
 
 

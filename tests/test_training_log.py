@@ -7,7 +7,11 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from stagekit.cli import main
 from stagekit.training_log import TENSORBOARD_DIR, TrainingLog, tensorboard_available
+from tests.conftest import REPO
+
+WIKI = REPO / "data/wiki"
 
 
 def _scalars(directory) -> dict[str, list[tuple[int, float]]]:
@@ -39,6 +43,36 @@ def test_a_fine_tuned_t5_logs_its_validation_loss(t5_de):
     scalars = _scalars(t5_de / TENSORBOARD_DIR)
     assert {"train_loss", "val_loss", "score", "metrics/bleu", "cpu_seconds"} <= set(scalars)
     assert [s for s, _ in scalars["val_loss"]] == [0, 200]
+
+
+@pytest.mark.slow
+def test_general_distillation_logs_a_validation_loss_on_held_out_text(tmp_path):
+    """Training text: the tiny dump; held-out: the 206-page sample. The two share some articles (each starts at the
+    same pages), so this checks what is computed and written, not how well the student generalizes."""
+    data = {}
+    for name, dump in (("train", "enwiki-20250201-tiny.xml.bz2"), ("held_out", "enwiki-sample-206pages.xml.bz2")):
+        data[name] = tmp_path / name
+        assert main(["pregenerate", "--train_corpus", str(WIKI / dump), "--bert_model", "all-MiniLM-L6-v2",
+                     "--do_lower_case", "--epochs_to_generate", "1", "--max_seq_len", "64", "--output_dir",
+                     str(data[name]), "--quiet"]) == 0
+    student, out = tmp_path / "td", tmp_path / "gd"
+    assert main(["decompose", "--teacher_model", "all-MiniLM-L6-v2", "--rank_layer", "12", "--rank_dim", "32",
+                 "--output_dir", str(student)]) == 0
+    assert main(["general-distill", "--teacher_model", "all-MiniLM-L6-v2", "--student_model", str(student),
+                 "--pregenerated_data", str(data["train"]), "--eval_data", str(data["held_out"]), "--eval_steps", "10",
+                 "--max_eval_examples", "64", "--max_steps", "25", "--train_batch_size", "8", "--learning_rate", "1e-3",
+                 "--log_steps", "5", "--output_dir", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader((out / "training_stats.csv").open()))
+    # Before training, every 10 steps, and after the last.
+    assert [int(r["step"]) for r in rows] == [0, 10, 20, 25]
+    assert rows[0]["train_loss"] == "" and all(float(r["train_loss"]) > 0 for r in rows[1:])
+    val = [float(r["val_loss"]) for r in rows]
+    assert val[-1] < 0.8 * val[0]
+    summary = json.loads((out / "general_distill_summary.json").read_text())
+    assert [r["val_loss"] for r in summary["validation"]] == pytest.approx(val, rel=1e-5)
+    scalars = _scalars(out / TENSORBOARD_DIR)
+    assert {"loss", "val_loss", "val_attention", "val_hidden"} <= set(scalars)
+    assert [s for s, _ in scalars["val_loss"]] == [0, 10, 20, 25]
 
 
 def test_records_become_scalars_named_by_phase(tmp_path):
