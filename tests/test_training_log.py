@@ -43,6 +43,8 @@ def test_a_fine_tuned_t5_logs_its_validation_loss(t5_de):
     scalars = _scalars(t5_de / TENSORBOARD_DIR)
     assert {"train_loss", "val_loss", "score", "metrics/bleu", "cpu_seconds"} <= set(scalars)
     assert [s for s, _ in scalars["val_loss"]] == [0, 200]
+    # The log was written beside the output while the run lasted, and that directory became the output.
+    assert not (t5_de.parent / f".{t5_de.name}.partial").exists()
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ Hugging Face's run_translation habits: teacher-forced cross-entropy, AdamW with 
         --output_dir runs/t5-de --num_train_epochs 3 --learning_rate 5e-4 --generation_max_length 64
 
 Beside the model: `training_stats.csv` (step, epoch, training loss, validation loss, dev score, CPU seconds), the
-same history in `log.jsonl` (and as TensorBoard events in `tensorboard/` when TensorBoard is installed) and in the
-summary.
+same history in `log.jsonl` (and as TensorBoard events in `tensorboard/` when TensorBoard is installed), written as
+each validation ends (in the hidden `.<output_dir>.partial` beside the output until the run publishes it), and in
+the summary.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from distill.loop import optimizer_for, optimizer_step
 from distill.sparsity import SparsityMask
 from modeling.formats import GENERATOR, SEQ2SEQ
 from modeling.loading import load_model, load_tokenizer
-from stagekit.atomic import atomic_output_dir, check_output_dir
+from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir
 from stagekit.options import above, at_least, between, check_values, option
 from stagekit.outputs import finish_stage
 from stagekit.training_log import TrainingLog, write_stats
@@ -87,6 +88,8 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
     total = cfg.max_steps or math.ceil(cfg.num_train_epochs * steps_per_epoch)
     _, optimizer, scheduler = optimizer_for(model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_proportion, total)
     order = random.Random(cfg.seed)
+    work = fresh_dir(partial_dir(out))
+    log = TrainingLog(work)
 
     def validate(step: int, train_loss: float | None) -> dict[str, Any]:
         generated = generate(model, tokenizer, [p.source for p in dev], cfg.max_source_length,
@@ -95,6 +98,7 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
         row = {"step": step, "epoch": step / steps_per_epoch, "train_loss": train_loss,
                "val_loss": mean_loss(model, dev_data, cfg.eval_batch_size), "score": metrics["score"],
                "cpu_seconds": time.process_time() - cpu_start, "metrics": metrics}
+        log.write(row)
         return row
 
     cpu_start, wall_start = time.process_time(), time.perf_counter()
@@ -134,15 +138,12 @@ def run(cfg: Seq2SeqFinetuneConfig) -> dict[str, Any]:
                "steps": total, "best_step": best["step"], "dev": best["metrics"], "history": history,
                "cpu_seconds": time.process_time() - cpu_start, "seconds": time.perf_counter() - wall_start,
                "output_dir": str(out), "config": dataclasses.asdict(cfg)}
-    with atomic_output_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_stats(tmp / "training_stats.csv", STATS_COLUMNS, history)
-        log = TrainingLog(tmp)
-        for row in history:
-            log.write(row)
-        log.close()
-        finish_stage(tmp, "seq2seq-finetune", cfg, summary)
+    log.close()
+    model.save_pretrained(work)
+    tokenizer.save_pretrained(work)
+    write_stats(work / "training_stats.csv", STATS_COLUMNS, history)
+    finish_stage(work, "seq2seq-finetune", cfg, summary)
+    publish_dir(work, out)
     return summary
 
 
