@@ -28,7 +28,10 @@ layers 0 and 1's own low-rank corrections, at about the uniform students' sizes,
 
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
-        [--families roberta distilbert] [--teacher_examples N] [--work runs/bench-accuracy]
+        [--families roberta distilbert] [--teacher_examples N] [--prediction_steps 300] [--work runs/bench-accuracy]
+
+A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
+training rows) writes its own results file (accuracy-...-p1500.json) and its curve of score against CPU minutes.
 
 Prints a table (score, % of teacher, encoder params, latency at batch 1 and 32, CPU minutes per stage), writes
 benchmarks/results/accuracy.json and a plot of score against cumulative CPU minutes per route (accuracy.png).
@@ -73,13 +76,18 @@ SETTINGS = {
 # plain student learns with. Students that start close to their teacher collapse to one class at 1e-3 (measured on
 # the demo's SST-2: dev 0.509), so they distil predictions only, at 1e-4, on real training sentences (there:
 # 0.7695 against 0.7603 on 1,248 augmented rows, same steps).
-DISTILL = {
-    "general": ["--aug_train", "--stage", "both", "--intermediate_max_steps", "100", "--intermediate_learning_rate",
-                "1e-3", "--max_steps", "300", "--learning_rate", "1e-3"],
-    "recover": ["--stage", "prediction", "--max_train_examples", "9600", "--max_steps", "300", "--learning_rate",
-                "1e-4"],
-}
-DISTILL["task"] = DISTILL["recover"]
+# The prediction phase's steps (--prediction_steps; each reads a batch of 32 rows it has not read before).
+PREDICTION_STEPS = 300
+
+
+def distill_flags(route: str, steps: int) -> list[str]:
+    if route == "general":
+        return ["--aug_train", "--stage", "both", "--intermediate_max_steps", "100", "--intermediate_learning_rate",
+                "1e-3", "--max_steps", str(steps), "--learning_rate", "1e-3"]
+    return ["--stage", "prediction", "--max_train_examples", str(32 * steps), "--max_steps", str(steps),
+            "--learning_rate", "1e-4"]
+
+
 # Dense students by name: their dense-student flags. Sizes (encoder parameters) against TD 1/7's 1.50 M and 1/48's
 # 0.22 M: 3 of 6 layers 5.32 M, one layer 1.77 M, two layers with 192 FFN neurons 1.48 M, one layer with 2 heads and
 # 128 FFN neurons 0.20 M.
@@ -89,15 +97,19 @@ DENSE = {"3-of-6-layers": ["--layer_stride", "2"], "1-layer": ["--keep_layers", 
 # Layer-wise distillation as many steps as the TD route's recovery (at the prediction phase's rate: the student
 # starts as the teacher's own layers), then the TD route's prediction distillation. A student with fewer heads than
 # the teacher has no head-by-head attention loss: it distils predictions only, for all the steps.
-DENSE_DISTILL = ["--stage", "both", "--intermediate_max_steps", str(SETTINGS["recover_steps"]),
-                 "--intermediate_learning_rate", "1e-4", "--max_train_examples", "9600", "--max_steps", "300",
-                 "--learning_rate", "1e-4"]
+def dense_flags(name: str, steps: int) -> list[str]:
+    if "--num_attention_heads" in DENSE[name]:
+        return ["--stage", "prediction", "--max_train_examples", str(32 * steps), "--max_steps",
+                str(steps + SETTINGS["recover_steps"]), "--learning_rate", "1e-4"]
+    return ["--stage", "both", "--intermediate_max_steps", str(SETTINGS["recover_steps"]),
+            "--intermediate_learning_rate", "1e-4", "--max_train_examples", str(32 * steps), "--max_steps",
+            str(steps), "--learning_rate", "1e-4"]
+
+
 # Families whose transplants of the fine-tuned teacher take the task route (the first --students entry), and the
 # fine-tuning that trains a head the BERT original cannot hand over (DistilBERT's ReLU pre-classifier).
 FAMILIES = ("roberta", "distilbert")
 HEAD_TRAINING = {"distilbert": ["--max_steps", "100", "--learning_rate", "5e-5", "--eval_step", "100"]}
-DENSE_PRED_ONLY = ["--stage", "prediction", "--max_train_examples", "9600", "--max_steps",
-                   str(300 + SETTINGS["recover_steps"]), "--learning_rate", "1e-4"]
 
 
 def cpu_seconds() -> float:
@@ -149,6 +161,8 @@ def main() -> None:
     ap.add_argument("--teacher_examples", type=int, default=None,
                     help="fine-tune the teachers on a seeded subset of this many training rows (a run that fits a "
                          "session; use its own --work: the default run's teachers see the full training sets)")
+    ap.add_argument("--prediction_steps", type=int, default=PREDICTION_STEPS,
+                    help="steps of every student's prediction phase (a longer budget: use its own --work)")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     args = ap.parse_args()
     work = Path(args.work)
@@ -207,26 +221,27 @@ def main() -> None:
         for t, student, route in plan:
             if t != task:
                 continue
-            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher,
+            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, args.prediction_steps,
                                                                     shared, on_task)
         for name in args.dense:
-            row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, on_task)
+            row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
+                                                                          on_task)
         for family in args.families:
             moved = _transplanted(run, work, task, family, teacher, on_task)
-            r = _route(run, work, task, args.students[0], BEST, moved, shared, on_task, tag=f"{family}-")
+            r = _route(run, work, task, args.students[0], BEST, moved, args.prediction_steps, shared, on_task,
+                       tag=f"{family}-")
             r["teacher"] = _summary(moved, "finetune")["dev"]["dev"] if family in HEAD_TRAINING else row["teacher"]
             row["students"].setdefault(f"{family} {args.students[0]}", {})[BEST] = r
     _report(results, args, run, work)
 
 
-def _dense(run: Runner, work: Path, task: str, name: str, teacher: Path, on_task: list[str]) -> dict:
+def _dense(run: Runner, work: Path, task: str, name: str, teacher: Path, steps: int, on_task: list[str]) -> dict:
     """A dense student of the fine-tuned teacher, distilled; its dev score, CPU minutes, curve and size."""
     key = f"{task}-dense-{name}"
     start = run(f"{key} dense-student", work / f"dense-{key}", "dense-student", "--teacher_model", str(teacher),
                 *DENSE[name], *on_task)
-    flags = DENSE_PRED_ONLY if "--num_attention_heads" in DENSE[name] else DENSE_DISTILL
     out = run(f"{key} task-distill", work / f"td-{key}", "task-distill", "--teacher_model", str(teacher),
-              "--student_model", str(start), *flags, "--eval_step", str(SETTINGS["eval_step"]), *on_task)
+              "--student_model", str(start), *dense_flags(name, steps), "--eval_step", str(SETTINGS["eval_step"]), *on_task)
     stages = {"dense-student": run.cpu(f"{key} dense-student"), "task-distill": run.cpu(f"{key} task-distill")}
     summary = _summary(out, "task_distill")
     seconds = sum(p["seconds"] for p in summary["phases"])
@@ -254,7 +269,7 @@ def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path
                str(moved), *HEAD_TRAINING[family], *on_task)
 
 
-def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, shared: dict,
+def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, steps: int, shared: dict,
            on_task: list[str], tag: str = "") -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
     against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
@@ -278,7 +293,7 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
                     "--learning_rate", s["recover_lr"], "--eval_steps", str(s["recover_steps"]))
         stages["recover"] = run.cpu(f"{name} recover")
     out = run(f"{name} task-distill", work / f"td-{name}", "task-distill", "--teacher_model", str(teacher),
-              "--student_model", str(start), *DISTILL[route], "--eval_step", str(s["eval_step"]), *on_task)
+              "--student_model", str(start), *distill_flags(route, steps), "--eval_step", str(s["eval_step"]), *on_task)
     stages["task-distill"] = run.cpu(f"{name} task-distill")
     summary = _summary(out, "task_distill")
     before = sum(v for k, v in stages.items() if k != "task-distill")
@@ -338,13 +353,16 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
     total = sum(v["wall_minutes"] for v in run.timings.values())
     print(f"wall time of every stage recorded in {work}: {total:.1f} min")
     name = f"accuracy-teachers-{args.teacher_examples}" if args.teacher_examples else "accuracy"
+    if args.prediction_steps != PREDICTION_STEPS:
+        name += f"-p{args.prediction_steps}"
     if args.tasks != list(TASKS):  # a run of some tasks does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": SETTINGS, "distill": DISTILL, "sequence": SEQ, "best_route": BEST,
+    out.write_text(json.dumps({"settings": SETTINGS, "distill": {r: distill_flags(r, args.prediction_steps) for r in ROUTES},
+                               "prediction_steps": args.prediction_steps, "sequence": SEQ, "best_route": BEST,
                                "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
-                               "dense_distill": DENSE_DISTILL,
+                               "dense_distill": {k: dense_flags(k, args.prediction_steps) for k in args.dense},
                                "results": results, "teacher_encoder_params": TEACHER_ENCODER_PARAMS,
                                "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
     print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")
