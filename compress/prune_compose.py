@@ -1,25 +1,31 @@
-"""The prune-compose stage: composable pruning of a text-to-text model (T5). Several pruned versions of one model
-that differ only in some modules share the work on the modules they have in common:
+"""The prune-compose stage: composable pruning of a text-to-text model (T5) or an encoder task model (every encoder
+family). Several pruned versions of one model that differ only in some modules share the work on the modules they
+have in common:
 
 1. versions: a file of N versions, each a pruning rate per part (and, where wanted, per block), or the grid
    `--grid` generates (`self_attention,cross_attention=0.5,0.7 feed_forward=0.5,0.7`: four versions);
-2. scheme: the distinct pruned modules the versions use, a module being one block (a T5 sublayer or lm_head) at
-   one rate;
+2. scheme: the distinct pruned modules the versions use, a module being one block at one rate: a T5 sublayer or
+   lm_head (parts self_attention, cross_attention, feed_forward, lm_head), or an encoder layer's attention or FFN
+   module (parts attention and ffn; BERT's FFN is two blocks, `intermediate` and `output`);
 3. module-level pruning and fine-tuning, once per distinct module: L1 magnitude over the block's matrices, then
    local distillation against the dense block's outputs on the block's own inputs, captured from the dense model on
    real training pairs (as `recover` does for TD layers), its zeros held;
-4. composition of each version from its modules, then model-level fine-tuning (seq2seq-finetune, zeros held).
+4. composition of each version from its modules, then model-level fine-tuning with the zeros held: seq2seq-finetune,
+   or for an encoder finetune on the gold labels (task-distill's prediction phase with `--teacher_model`).
 
     xcompress prune-compose --model runs/t5-de --task_name text --data_dir data/parallel/gettext-en-de \
         --output_dir runs/t5-de-composed --grid self_attention,cross_attention=0.5,0.7 feed_forward=0.5,0.7 \
         --num_train_epochs 0.5 --baseline_epochs 1
+    xcompress prune-compose --model runs/distilbert-sst2 --task_name SST-2 --data_dir data/glue_data \
+        --output_dir runs/sst2-composed --grid attention=0.5,0.7 ffn=0.5,0.7 --num_train_epochs 0.1
 
 With `--baseline_epochs`, each version is also built the plain way, from pruned-only modules and model-level
 fine-tuning alone, for that many epochs: the comparison composable pruning has to win. Into `--output_dir`: one
 directory per version (and `baseline/<version>`) with the model (compact sparse storage) and its tokenizer,
 `versions.yaml` (the versions as run), `training_stats.csv` (every validation of every version and arm),
 `module_stats.csv` (each module's local loss before and after), `loss.png`, `prune_compose_results.md`, and the
-config and summary. A stopped run resumes with its distinct modules and finished versions.
+config and summary. A stopped run resumes with its distinct modules and finished versions; modules pruned from
+other weights than `--model`'s now (a fingerprint of every tensor tells) are refused, never composed.
 """
 from __future__ import annotations
 
@@ -36,24 +42,20 @@ import yaml
 from torch import nn
 from torch.nn.utils import prune
 
-from corpora.glue import subset
 from distill.sparsity import SparsityMask
-from modeling.families import Seq2SeqFamily, seq2seq_family_of
-from modeling.formats import GENERATOR, SEQ2SEQ
-from modeling.loading import inspect_model, load_model, load_tokenizer
-from modeling.sparse_storage import save_sparse
+from modeling.formats import DENSE, KIND_NAMES, SEQ2SEQ
+from modeling.loading import inspect_model
+from modeling.params import weights_fingerprint
 from stagekit.atomic import check_output_dir, fresh_dir, partial_dir, publish_dir, write_json
 from stagekit.errors import InputError
 from stagekit.options import above, at_least, check_values, option
 from stagekit.outputs import finish_stage
 from stagekit.training_log import write_stats
-from text2text.data import text_task
 from text2text.finetune import STATS_COLUMNS
-from text2text.finetune import run as finetune
-from text2text.generation import PairBatches
 
 from .measure import size_on_disk
-from .prune_schedule import dev_reference, finetune_config, part_sparsity, read_state
+from .prune_schedule import read_state
+from .prune_targets import target_of
 
 STAGE = "prune-compose"
 COMPOSED, BASELINE = "composed", "baseline"
@@ -64,13 +66,15 @@ STATE_FILE, MODULES_FILE = "compose_state.json", "modules.pt"
 
 @dataclasses.dataclass
 class PruneComposeConfig:
-    model: str = option(help="a fine-tuned text-to-text model directory (T5)")
-    task_name: str = option(help="'text' (a TSV of source and target texts in --data_dir) or a GLUE task name")
+    model: str = option(help="a fine-tuned text-to-text model (T5) or dense encoder task model (any encoder family)")
+    task_name: str = option(help="a GLUE task name, or 'text' (a TSV of source and target texts in --data_dir) for a "
+                                 "text-to-text model")
     data_dir: str = option()
     output_dir: str = option()
     versions: str | None = option(None, help="a YAML file: versions: {name: {part: rate, ..., blocks: {block: rate}}}")
     grid: list[str] | None = option(None, help="parts=rates items whose product is the versions, e.g. "
-                                               "self_attention,cross_attention=0.5,0.7 feed_forward=0.5,0.7")
+                                               "self_attention,cross_attention=0.5,0.7 feed_forward=0.5,0.7 (T5) "
+                                               "or attention=0.5,0.7 ffn=0.5,0.7 (encoders)")
     num_train_epochs: float = option(0.5, help="model-level fine-tuning of each composed version", check=above(0))
     baseline_epochs: float | None = option(None, help="also build each version from pruned-only modules with this "
                                                       "many epochs of model-level fine-tuning", check=above(0))
@@ -78,16 +82,24 @@ class PruneComposeConfig:
     module_batches: int = option(16, help="training batches whose block inputs and outputs the modules learn from",
                                  check=at_least(1))
     module_learning_rate: float = option(1e-3, check=above(0))
-    learning_rate: float = option(2e-4, check=above(0))
+    learning_rate: float | None = option(None, help="model-level fine-tuning rate (default 5e-4 for text-to-text "
+                                                    "models, 2e-5 for encoders)", check=above(0))
+    teacher_model: str | None = option(None, help="encoders: fine-tune each version by distilling this fine-tuned "
+                                                  "teacher's predictions (task-distill's prediction phase)")
+    store: str = option("sparse", choices=["sparse", "dense"],
+                        help="sparse: one bit per weight and the non-zero values (xcompress reads it); dense: the "
+                             "plain model.safetensors transformers reads")
+    max_seq_length: int = option(128, help="encoders: pieces per example", check=at_least(1))
     train_batch_size: int = option(32, check=at_least(1))
     eval_batch_size: int = option(64, check=at_least(1))
     eval_steps: int = option(500, check=at_least(1))
-    max_source_length: int = option(128, check=at_least(2))
+    max_source_length: int = option(128, help="text-to-text: source pieces", check=at_least(2))
     max_target_length: int = option(128, check=at_least(2))
     generation_max_length: int = option(64, check=at_least(1))
     generation_num_beams: int = option(1, check=at_least(1))
     max_train_examples: int | None = option(None, check=at_least(1))
-    max_eval_examples: int | None = option(500, check=at_least(1))
+    max_eval_examples: int | None = option(500, help="text-to-text: dev pairs generated at each validation (an "
+                                           "encoder is scored on the whole dev set)", check=at_least(1))
     seed: int = option(42)
     overwrite_output_dir: bool = option(False)
     quiet: bool = option(False)
@@ -96,14 +108,15 @@ class PruneComposeConfig:
 CONFIG = PruneComposeConfig
 
 
-def grid_versions(items: list[str], family: Seq2SeqFamily) -> dict[str, dict[str, float]]:
-    """The versions of `--grid`: every combination of each item's rates, named by them (sa0.5-ca0.5-ff0.7)."""
+def grid_versions(items: list[str], parts: tuple[str, ...], family: str) -> dict[str, dict[str, float]]:
+    """The versions of `--grid`: every combination of each item's rates, named by them (sa0.5-ca0.5-ff0.7); `parts`
+    are the parts the model (of `family`) has."""
     axes = []
     for item in items:
-        parts, sep, rates = item.partition("=")
+        named, sep, rates = item.partition("=")
         if not sep:
             raise InputError(f"--grid {item}: not parts=rates (e.g. self_attention,cross_attention=0.5,0.7)")
-        names = parts.split(",")
+        names = named.split(",")
         try:
             values = [float(r) for r in rates.split(",")]
         except ValueError:
@@ -113,14 +126,14 @@ def grid_versions(items: list[str], family: Seq2SeqFamily) -> dict[str, dict[str
     for combo in itertools.product(*(values for _, values in axes)):
         rates = {p: r for (names, _), r in zip(axes, combo) for p in names}
         versions["-".join(f"{_short(p)}{r:g}" for p, r in rates.items())] = rates
-    return _checked(versions, family, "--grid")
+    return _checked(versions, parts, family, "--grid")
 
 
 def _short(part: str) -> str:
     return "".join(w[0] for w in part.split("_")) if "_" in part else part[:2]
 
 
-def read_versions(path: str, family: Seq2SeqFamily) -> dict[str, dict[str, Any]]:
+def read_versions(path: str, parts: tuple[str, ...], family: str) -> dict[str, dict[str, Any]]:
     p = Path(path)
     try:
         doc = yaml.safe_load(p.read_text())
@@ -128,19 +141,19 @@ def read_versions(path: str, family: Seq2SeqFamily) -> dict[str, dict[str, Any]]
         raise InputError(f"--versions {path}: cannot read it ({e.__class__.__name__})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("versions"), dict) or not doc["versions"]:
         raise InputError(f"--versions {path}: expected a mapping 'versions' of name -> {{part: rate}}")
-    return _checked(doc["versions"], family, f"--versions {path}")
+    return _checked(doc["versions"], parts, family, f"--versions {path}")
 
 
-def _checked(versions: dict[str, Any], family: Seq2SeqFamily, where: str) -> dict[str, dict[str, Any]]:
+def _checked(versions: dict[str, Any], parts: tuple[str, ...], family: str, where: str) -> dict[str, dict[str, Any]]:
     for name, rates in versions.items():
         if not isinstance(rates, dict):
             raise InputError(f"{where}: version {name}: expected part: rate entries")
         for part, rate in rates.items():
             if part == "blocks":
                 continue
-            if part not in family.parts:
-                raise InputError(f"{where}: version {name}: '{part}' is no part of a {family.name} model "
-                                 f"({', '.join(family.parts)})")
+            if part not in parts:
+                raise InputError(f"{where}: version {name}: '{part}' is no part of a {family} model "
+                                 f"({', '.join(parts)})")
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
                 raise InputError(f"{where}: version {name}: {part} rate {rate!r} is not a fraction in [0, 1)")
     return versions
@@ -163,14 +176,10 @@ def block_rates(version: dict[str, Any], blocks: dict[str, str], where: str) -> 
     return {b: float(own.get(b, version.get(part, 0.0))) for b, part in blocks.items()}
 
 
-def model_blocks(model: nn.Module, family: Seq2SeqFamily) -> dict[str, str]:
-    """Every block of the model holding prunable maps, with its part."""
-    return {family.block_of(name): part for part in family.parts for name in family.part_modules(model, part)}
-
-
 class BlockInputs:
-    """What each block received and returned in the dense model on real training pairs, kept in memory: the
-    arguments it was called with and its output, so that a block can be called again alone."""
+    """What each block received and returned in the dense model on real training batches (each the keyword
+    arguments of the model's forward), kept in memory: the arguments it was called with and its output, so that a
+    block can be called again alone."""
 
     def __init__(self, model: nn.Module, blocks: list[str], batches: list[dict[str, torch.Tensor]]):
         self.calls: dict[str, list[tuple[tuple, dict, torch.Tensor]]] = {b: [] for b in blocks}
@@ -178,7 +187,7 @@ class BlockInputs:
         try:
             with torch.no_grad():
                 for batch in batches:
-                    model(**batch, use_cache=False)
+                    model(**batch)
         finally:
             for h in handles:
                 h.remove()
@@ -236,36 +245,40 @@ def local_distill(module: nn.Module, calls, steps: int, lr: float) -> tuple[floa
 def run(cfg: PruneComposeConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     check_values(cfg)
-    task = text_task(cfg.task_name)
-    model_dir, raw, _ = inspect_model(cfg.model, "--model", kinds=(SEQ2SEQ,), stage=STAGE)
-    family = seq2seq_family_of(raw, f"--model {cfg.model}")
+    if (kind := inspect_model(cfg.model, "--model", stage=STAGE)[2].kind) not in (DENSE, SEQ2SEQ):
+        raise InputError(f"--model {cfg.model}: {KIND_NAMES[kind]}; prune-compose takes dense encoders, whose layers "
+                         f"are modules of their own, and text-to-text models")
+    model_dir, target = target_of(cfg, STAGE)
     if (cfg.versions is None) == (cfg.grid is None):
         raise InputError("give the versions as --versions FILE or --grid parts=rates ..., one of the two")
-    versions = read_versions(cfg.versions, family) if cfg.versions else grid_versions(cfg.grid, family)
-    train = subset(task.pairs(cfg.data_dir, "train"), cfg.max_train_examples, cfg.seed)
-    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
-    dense, _ = load_model(str(model_dir), "--model", GENERATOR, kinds=(SEQ2SEQ,), need_fp32=True, stage=STAGE)
-    tokenizer = load_tokenizer(model_dir, "--model")
-    blocks = model_blocks(dense, family)
+    dense = target.load(model_dir).eval()
+    blocks = target.blocks(dense)
+    parts = tuple(dict.fromkeys(blocks.values()))
+    versions = (read_versions(cfg.versions, parts, target.name) if cfg.versions
+                else grid_versions(cfg.grid, parts, target.name))
     where = f"--versions {cfg.versions}" if cfg.versions else "--grid"
     rates = {name: block_rates(v, blocks, f"{where}: version {name}") for name, v in versions.items()}
     scheme = sorted({(b, r) for per_block in rates.values() for b, r in per_block.items() if r > 0})
+    learning_rate = cfg.learning_rate or target.learning_rate
+    out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
     # Worked on in a hidden directory beside --output_dir: a stopped run resumes with its distinct modules and its
-    # finished versions when the same command is given again (a changed flag starts afresh).
+    # finished versions when the same command is given again (a changed flag starts afresh). Modules are composed
+    # only into the model they were pruned from: one whose weights changed meanwhile is refused.
     work = partial_dir(out)
     identity = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IDENTITY}
     state_file, modules_file = work / STATE_FILE, work / MODULES_FILE
     state = read_state(state_file)
+    source = weights_fingerprint(dense)
+    resumable = state is not None and state["identity"] == identity and modules_file.is_file()
+    if resumable and state["source"] != source and not cfg.overwrite_output_dir:
+        raise InputError(f"--model {cfg.model}: not the weights the modules in {work} were pruned from (fingerprint "
+                         f"{source[:12]}, theirs {state['source'][:12]}); give --overwrite_output_dir to prune afresh")
     started = time.perf_counter()
-    if state is None or state["identity"] != identity or not modules_file.is_file():
+    if not resumable or state["source"] != source:
         fresh_dir(work)
         # --- modules: each distinct (block, rate) pruned, and locally distilled, once ------------------------
         cpu = time.process_time()
-        data = PairBatches(train, tokenizer, cfg.max_source_length, cfg.max_target_length)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-        batches = [data.batch(order[i * cfg.train_batch_size:(i + 1) * cfg.train_batch_size])
-                   for i in range(min(cfg.module_batches, len(train) // cfg.train_batch_size or 1))]
-        captured = BlockInputs(dense, sorted({b for b, _ in scheme}), batches)
+        captured = BlockInputs(dense, sorted({b for b, _ in scheme}), target.training_batches(cfg.module_batches))
         capture_cpu = time.process_time() - cpu
         pruned_only: dict[tuple[str, float], dict] = {}
         distilled: dict[tuple[str, float], dict] = {}
@@ -286,8 +299,8 @@ def run(cfg: PruneComposeConfig) -> dict[str, Any]:
                   f"would tune {sum(r > 0 for v in rates.values() for r in v.values())}), "
                   f"{module_cpu / 60:.1f} CPU min", flush=True)
         torch.save({"distilled": list(distilled.items()), "pruned_only": list(pruned_only.items())}, modules_file)
-        state = {"identity": identity, "modules": module_rows, "module_cpu_seconds": module_cpu,
-                 "original": dev_reference(cfg, task, model_dir), "results": {COMPOSED: {}, BASELINE: {}}}
+        state = {"identity": identity, "source": source, "modules": module_rows, "module_cpu_seconds": module_cpu,
+                 "original": target.reference(), "results": {COMPOSED: {}, BASELINE: {}}}
         write_json(state_file, state)
     else:
         saved = torch.load(modules_file)
@@ -310,21 +323,18 @@ def run(cfg: PruneComposeConfig) -> dict[str, Any]:
             for block, rate in per_block.items():
                 if rate > 0:
                     model.get_submodule(block).load_state_dict(modules[(block, rate)])
-            target = work / name if arm == COMPOSED else work / BASELINE / name
-            model.save_pretrained(target / "composed")
-            tokenizer.save_pretrained(target / "composed")
-            tuned = finetune(finetune_config(cfg, target / "composed", target / "tuned", epochs))
-            final, _ = load_model(str(target / "tuned"), "--model", GENERATOR, kinds=(SEQ2SEQ,))
-            shutil.rmtree(target / "composed")
-            final.config.save_pretrained(target)
-            save_sparse(final, target)
-            tokenizer.save_pretrained(target)
-            shutil.rmtree(target / "tuned")
+            version_dir = fresh_dir(work / name if arm == COMPOSED else work / BASELINE / name)
+            target.save(model, model_dir, version_dir / "composed")
+            tuned = target.finetune(version_dir / "composed", version_dir / "tuned", epochs, learning_rate)
+            final = target.load(version_dir / "tuned")
+            target.publish(final, version_dir / "tuned", version_dir)
+            for scratch in ("composed", "tuned"):
+                shutil.rmtree(version_dir / scratch)
             results[arm][name] = {
-                "score_composed": tuned["history"][0]["score"], "score": tuned["dev"]["score"], "dev": tuned["dev"],
-                "steps": tuned["steps"], "cpu_seconds": tuned["cpu_seconds"], "history": tuned["history"],
-                "sparsity": {p: v["sparsity"] for p, v in part_sparsity(final, family).items()},
-                "bytes": size_on_disk(target)}
+                "score_composed": tuned["score_after_pruning"],
+                **{k: tuned[k] for k in ("score", "dev", "steps", "cpu_seconds", "history")},
+                "sparsity": {p: v["sparsity"] for p, v in target.sparsity(final).items()},
+                "bytes": size_on_disk(version_dir)}
             write_json(state_file, state)
             if not cfg.quiet:
                 r = results[arm][name]
@@ -336,11 +346,11 @@ def run(cfg: PruneComposeConfig) -> dict[str, Any]:
     if cfg.baseline_epochs:
         totals[BASELINE] = sum(r["cpu_seconds"] for r in results[BASELINE].values())
     results = {arm: r for arm, r in results.items() if arm == COMPOSED or cfg.baseline_epochs}
-    summary = {"model": str(model_dir), "task": task.name, "family": family.name, "versions": versions,
+    summary = {"model": str(model_dir), "task": target.task.name, "family": target.name, "versions": versions,
                "distinct_modules": len(scheme), "modules": module_rows, "module_cpu_seconds": module_cpu,
                "original": state["original"], "results": results, "fine_tuning_cpu_seconds": totals,
-               "original_bytes": size_on_disk(model_dir), "seconds": time.perf_counter() - started,
-               "output_dir": str(out), "config": dataclasses.asdict(cfg)}
+               "learning_rate": learning_rate, "original_bytes": size_on_disk(model_dir),
+               "seconds": time.perf_counter() - started, "output_dir": str(out), "config": dataclasses.asdict(cfg)}
     (work / "versions.yaml").write_text(yaml.safe_dump({"versions": versions}, sort_keys=False))
     _write_stats(work, results, module_rows)
     _plot_losses(work / "loss.png", results)

@@ -21,6 +21,7 @@ import torch
 
 from modeling.families import family_of
 from modeling.formats import DENSE, PRUNED, TEACHER_LAYERS_KEY, TUCKER, encoder_of, is_task_model, kind_of
+from modeling.params import weights_fingerprint
 from stagekit.errors import InputError
 from stagekit.model_paths import read_config_dict, shared_vocab
 from stagekit.options import above, at_least, between, option
@@ -29,7 +30,7 @@ from .losses import DistillationLoss
 from .task_run import TaskRun, TaskTrainingConfig
 from .task_training import IntermediateObjective, Phase, PredictionObjective, model_inputs
 from .teacher import ScoringEncoder, ScoringTeacher
-from .teacher_cache import CacheEntry, TeacherLayers, TeacherLogits, teacher_fingerprint, writable_cache
+from .teacher_cache import CacheEntry, TeacherLayers, TeacherLogits, writable_cache
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -93,7 +94,7 @@ def run(cfg: TaskDistillConfig) -> dict[str, Any]:
         mapping = _layer_map(cfg, student, teacher) if "intermediate" in cfg.phases else None
         trained = is_task_model(read_config_dict(student_dir, "--student_model"))
         job.prepare(student_dir, cfg.aug_train)
-        teacher_key = teacher_fingerprint(teacher) if cache is not None else None
+        teacher_key = weights_fingerprint(teacher) if cache is not None else None
         phases = []
         for name in cfg.phases:
             if name == "intermediate":

@@ -58,16 +58,6 @@ def writable_cache(path: str, flag: str = "--teacher_cache") -> Path:
     return root
 
 
-def teacher_fingerprint(teacher: nn.Module) -> str:
-    """A hash of every parameter and buffer of the teacher, by name: the same weights give the same key wherever
-    they were loaded from."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, tensor in teacher.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def features_fingerprint(features: TaskFeatures) -> str:
     h = hashlib.blake2b(digest_size=16)
     for ids, segments in zip(features.input_ids, features.token_type_ids):

@@ -15,6 +15,7 @@ embedded teacher into each layout and checks the maps end to end).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from typing import Any
 
@@ -25,6 +26,8 @@ from stagekit.errors import InputError
 
 # Per-layer parts every family has, in the order the docs' table lists them.
 PARTS = ("query", "key", "value", "attn_out", "attn_norm", "ffn_in", "ffn_out", "ffn_norm")
+# The per-layer parts each weight group (modeling/params.py's names) holds, as composable pruning prunes them.
+GROUP_PARTS = {"attention": ("query", "key", "value", "attn_out"), "ffn": ("ffn_in", "ffn_out")}
 # Sizes every family has, under the names the stages use.
 SIZES = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size")
 # Roles a model is loaded in (formats.py re-exports them).
@@ -106,6 +109,21 @@ class Family:
         same = {k: v for k, v in values.items() if k in _BERT_KEYS and k not in renamed}
         return same | renamed | self.bert_fixed
 
+    def model_blocks(self, model: nn.Module) -> dict[str, str]:
+        """Every layer's blocks, by module name, with the weight group each holds: the deepest module holding all
+        of a group's maps in a layer (BERT's and DistilBERT's `attention`, DistilBERT's `ffn`), or each map's own
+        module where those share none below the layer (BERT's FFN: `intermediate` and `output`). A block is what
+        composable pruning prunes, fine-tunes against the dense block and calls again alone on its own inputs."""
+        prefix = f"{self.base}.{self.layers}" if hasattr(model, self.base) else self.layers
+        blocks = {}
+        for group, parts in GROUP_PARTS.items():
+            parents = [self.parts[p].rpartition(".")[0].split(".") for p in parts]
+            shared = list(itertools.takewhile(lambda names: len(set(names)) == 1, zip(*parents)))
+            inside = [".".join(n[0] for n in shared)] if shared else list(dict.fromkeys(".".join(p) for p in parents))
+            for i in range(len(self.layer_list(model))):
+                blocks |= {f"{prefix}.{i}.{module}": group for module in inside}
+        return blocks
+
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The entries of a batch this family's forward takes (labels pass through)."""
         return {k: v for k, v in batch.items() if k in self.inputs or k == "labels"}
@@ -182,6 +200,10 @@ class Seq2SeqFamily:
     def block_of(self, linear_name: str) -> str:
         return re.fullmatch(self.blocks, linear_name).group(1)
 
+    def model_blocks(self, model: nn.Module) -> dict[str, str]:
+        """Every block of the model holding prunable maps, with its part."""
+        return {self.block_of(name): part for part in self.parts for name in self.part_modules(model, part)}
+
     def part_modules(self, model: nn.Module, part: str) -> dict[str, nn.Linear]:
         """The Linear maps of one part of a model, by name."""
         pattern = re.compile(self.parts[part])
@@ -223,7 +245,7 @@ STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
     "prune --pruning_type unstructured": ALL_FAMILIES, "prune --pruning_type vocabulary": ALL_FAMILIES,
     "quantize": ALL_FAMILIES, "report": ALL_FAMILIES,
     "seq2seq-finetune": tuple(SEQ2SEQ_FAMILIES), "seq2seq-evaluate": tuple(SEQ2SEQ_FAMILIES),
-    "prune-schedule": ALL_FAMILIES + tuple(SEQ2SEQ_FAMILIES), "prune-compose": tuple(SEQ2SEQ_FAMILIES),
+    "prune-schedule": ALL_FAMILIES + tuple(SEQ2SEQ_FAMILIES), "prune-compose": ALL_FAMILIES + tuple(SEQ2SEQ_FAMILIES),
 }
 WHY_NOT = {
     "general-distill": "its students are masked-LM models with BERT's head, trained on WordPiece pre-generated data",

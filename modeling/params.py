@@ -7,6 +7,8 @@ This is the convention under which BERT-base has 85.0M encoder parameters and th
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -46,3 +48,13 @@ def weight_group(name: str, param: torch.Tensor) -> str | None:
     if ".intermediate." in name or ".ffn." in name or ".output.dense." in name:
         return "ffn"
     return None
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A hash of every parameter and buffer of a model, by name: the same weights give the same key wherever they
+    were loaded from (what a cache of a teacher's outputs, or modules pruned from a model, are checked against)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from compress.prune_schedule import PruneScheduleConfig, part_sparsity
+from compress.prune_schedule import PruneScheduleConfig
+from compress.prune_targets import part_sparsity
 from compress.prune_schedule import run as prune_schedule
 from modeling.families import SEQ2SEQ_FAMILIES
 from modeling.formats import GENERATOR
@@ -70,13 +71,13 @@ def test_a_stopped_schedule_resumes_after_its_last_finished_part(t5_de, tmp_path
             raise KeyboardInterrupt
         return real(c)
 
-    monkeypatch.setattr("compress.prune_schedule.finetune", interrupted)
+    monkeypatch.setattr("compress.prune_targets.finetune", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prune_schedule(cfg)
     assert not out.exists()
     state = json.loads((tmp_path / ".pruned.partial/schedule_state.json").read_text())
     assert [p["part"] for p in state["done"]] == ["self_attention"]
-    monkeypatch.setattr("compress.prune_schedule.finetune", real)
+    monkeypatch.setattr("compress.prune_targets.finetune", real)
     summary = prune_schedule(cfg)
     assert [p["part"] for p in summary["parts"]] == ["self_attention", "feed_forward"]
     assert summary["parts"][0] == state["done"][0]  # the finished part was not run again

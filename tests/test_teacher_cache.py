@@ -10,9 +10,10 @@ import torch
 from corpora.glue import dev_files, get_task
 from distill.dist import Distributed
 from distill.teacher import ScoringTeacher
-from distill.teacher_cache import TeacherLayers, TeacherLogits, teacher_fingerprint
+from distill.teacher_cache import TeacherLayers, TeacherLogits
 from modeling.formats import encoder_of
 from modeling.loading import load_tokenizer
+from modeling.params import weights_fingerprint
 from tasks.classifier import load_classifier
 from tasks.features import load_features
 from tests.conftest import FAST, REPO, run_cli
@@ -40,7 +41,7 @@ def _inputs(batch):
 
 def test_cached_outputs_are_the_teachers_own(model_and_rows, tmp_path):
     model, rows = model_and_rows
-    dist, key = Distributed(), teacher_fingerprint(model)
+    dist, key = Distributed(), weights_fingerprint(model)
     logits = TeacherLogits(tmp_path, model, key, rows, dist)
     layers = TeacherLayers(tmp_path, model, key, rows, dist, HIDDEN, SCORES, pool_mb=8, seed=1)
     assert logits.entry.built and logits.entry.examples == 240
@@ -66,7 +67,7 @@ def test_cached_outputs_are_the_teachers_own(model_and_rows, tmp_path):
 
 def test_an_entry_is_found_again_only_for_the_same_teacher_and_data(model_and_rows, tmp_path):
     model, rows = model_and_rows
-    dist, key = Distributed(), teacher_fingerprint(model)
+    dist, key = Distributed(), weights_fingerprint(model)
     first = TeacherLogits(tmp_path, model, key, rows, dist).entry
     again = TeacherLogits(tmp_path, model, key, rows, dist).entry
     assert first.built and not again.built and again.path == first.path
@@ -76,7 +77,7 @@ def test_an_entry_is_found_again_only_for_the_same_teacher_and_data(model_and_ro
     with torch.no_grad():
         model.classifier.bias.add_(1.0)  # another teacher: one weight differs
     try:
-        other_teacher = teacher_fingerprint(model)
+        other_teacher = weights_fingerprint(model)
         assert other_teacher != key
         moved = TeacherLogits(tmp_path, model, other_teacher, rows, dist)
         assert moved.entry.built and moved.entry.path != first.path
