@@ -41,11 +41,12 @@ STAGES: dict[str, Stage] = {
                               "model's generated texts, and its generation time per sentence"),
     "prune": Stage("compress.prune", "structured, TD-rank or unstructured pruning of a task model, with recovery",
                    trains=True),
-    "prune-schedule": Stage("compress.prune_schedule", "per-part global L1 pruning of a text-to-text model (T5), "
-                            "each part fine-tuned before the next, resumable, stored compactly", trains=True),
-    "prune-compose": Stage("compress.prune_compose", "composable pruning of a text-to-text model (T5): the distinct "
-                           "pruned modules of N versions pruned and distilled once, composed, fine-tuned whole",
-                           trains=True),
+    "prune-schedule": Stage("compress.prune_schedule", "per-part global L1 pruning of a text-to-text model (T5) or "
+                            "encoder task model, each part fine-tuned before the next, resumable, stored compactly",
+                            trains=True),
+    "prune-compose": Stage("compress.prune_compose", "composable pruning of a text-to-text model (T5) or encoder task "
+                           "model: the distinct pruned modules of N versions pruned and distilled once, composed, "
+                           "fine-tuned whole", trains=True),
     "quantize": Stage("compress.quantize", "int8 dynamic quantization (PyTorch and ONNX Runtime) of a task model"),
     "report": Stage("compress.report", "report.md and plots: size, latency and score of a set of task models"),
     "pipeline": Stage("compress.pipeline", "run the stages of a pipeline YAML in order, resuming complete ones",
