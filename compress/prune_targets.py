@@ -44,8 +44,11 @@ if TYPE_CHECKING:
 
     StageConfig = PruneScheduleConfig | PruneComposeConfig
 
+
 @dataclasses.dataclass(frozen=True)
 class Step:
+    """One part of a schedule: how much of it goes, in which shape, and how long it is fine-tuned after."""
+
     part: str
     amount: float
     epochs: float
