@@ -13,7 +13,7 @@ from modeling.families import SEQ2SEQ_FAMILIES
 from modeling.formats import GENERATOR
 from modeling.loading import load_model
 from stagekit.cli import main
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, FAST
 from text2text.generation import PairBatches
 
 T5 = SEQ2SEQ_FAMILIES["t5"]
@@ -148,11 +148,20 @@ def test_versions_of_a_grid_are_named_by_their_rates():
 
 
 @pytest.fixture(scope="module")
-def distilbert_sst2(sst2_teacher, tmp_path_factory):
-    """The fine-tuned MiniLM SST-2 model written as a DistilBERT task model (the same function, another layout)."""
+def distilbert_sst2(sst2_teacher, glue_copy, tmp_path_factory):
+    """The fine-tuned MiniLM SST-2 model written as a DistilBERT task model (the same function, another layout), whose
+    own head (a ReLU layer where BERT's pooler is tanh: it cannot be moved) is then trained for 60 steps, so that its
+    validation loss measures how far a pruned version is from a working model, not from a random head."""
     from tests.transplants import transplant
 
-    return transplant(sst2_teacher, "distilbert", tmp_path_factory.mktemp("distilbert") / "sst2")
+    work = tmp_path_factory.mktemp("distilbert")
+    torch.manual_seed(0)  # the head the transplant draws: the same model whatever ran before
+    moved = transplant(sst2_teacher, "distilbert", work / "moved")
+    out = work / "sst2"
+    assert main(["finetune", "--model", str(moved), "--task_name", "SST-2", "--data_dir", str(glue_copy), "--output_dir",
+                 str(out), "--max_train_examples", "960", "--max_steps", "60", "--learning_rate", "1e-4",
+                 "--eval_step", "60", *FAST]) == 0
+    return out
 
 
 ENCODER_RUN = ["--task_name", "SST-2", "--max_train_examples", "320", "--max_seq_length", "64", "--module_steps",
@@ -191,9 +200,10 @@ def test_an_encoder_grid_composes_distilbert_versions(distilbert_sst2, glue_copy
             model, _ = load_classifier(str(out / name if arm == "composed" else out / "baseline" / name), "--model",
                                        task, need_task_model=True)
             assert sparsity(model)["ffn"]["sparsity"] == pytest.approx(r["sparsity"]["ffn"])
-    for name in summary["versions"]:  # distilled modules start a version closer to the dense model's function
-        composed, baseline = summary["results"]["composed"][name], summary["results"]["baseline"][name]
-        assert composed["history"][0]["val_loss"] < baseline["history"][0]["val_loss"], name
+    # Where pruning hurts (attention at 0.8: the pruned-only version falls near chance), the distilled modules start
+    # the version close to the dense model's function; at 0.5 pruning alone costs little and both start near it.
+    composed, baseline = (summary["results"][arm]["at0.8-ff0.5"]["history"][0] for arm in ("composed", "baseline"))
+    assert composed["val_loss"] < baseline["val_loss"] and composed["score"] > baseline["score"] + 0.05
     lines = (out / "training_stats.csv").read_text().splitlines()
     assert lines[0] == "arm,version,step,epoch,train_loss,val_loss,score,cpu_seconds" and len(lines) == 1 + 4 * 2
     assert "| at0.8-ff0.5 | baseline |" in (out / "prune_compose_results.md").read_text()
