@@ -26,9 +26,15 @@ for the first student. Every stage's output and timing is kept in --work: a reru
 Budgets spent where the signal forms (--students 1/7+front 1/48+front): TD students with a smaller shared core and
 layers 0 and 1's own low-rank corrections, at about the uniform students' sizes, on every route as the others.
 
+Pairs mined for pair tasks (--mined_pairs): `xcompress mine-pairs` pairs each training sentence with its nearest
+sentences by the teacher's embeddings and with random ones, the teacher labels them, and a second task-route arm
+(task+mined) distils predictions on them from the same recovered student, with the same steps: the plain arm is the
+before, this the after.
+
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
-        [--families roberta distilbert] [--teacher_examples N] [--prediction_steps 300] [--work runs/bench-accuracy]
+        [--families roberta distilbert] [--mined_pairs] [--teacher_examples N] [--prediction_steps 300]
+        [--work runs/bench-accuracy]
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
 training rows) writes its own results file (accuracy-...-p1500.json) and its curve of score against CPU minutes.
@@ -69,6 +75,7 @@ SETTINGS = {
     "calibration_examples": 512, "recover_examples": 4096, "recover_steps": 200, "recover_lr": "1e-3",
     "general_steps": 300, "general_lr": "5e-4",
     "eval_step": 50,
+    "mined_neighbours": 3, "mined_random": 2,  # --mined_pairs: partners per training sentence (STS-B: ~50,000 pairs)
 }
 
 
@@ -126,11 +133,11 @@ class Runner:
         self.timings = json.loads(self.file.read_text()) if self.file.is_file() else {}
 
     def __call__(self, key: str, out: Path, stage: str, *args: str) -> Path:
-        done = out / "config.json" if stage not in ("pregenerate", "augment") else out
+        done = out / "config.json" if stage not in ("pregenerate", "augment", "mine-pairs") else out
         if key in self.timings and done.exists():
             return out
         wall, cpu = time.perf_counter(), cpu_seconds()
-        target = [] if stage == "augment" else ["--output_dir", str(out), "--overwrite_output_dir"]
+        target = [] if stage in ("augment", "mine-pairs") else ["--output_dir", str(out), "--overwrite_output_dir"]
         quiet = [] if stage == "decompose" else ["--quiet"]  # decompose prints one line anyway
         r = subprocess.run([XC, stage, *args, *target, *quiet], cwd=REPO, capture_output=True, text=True)
         if r.returncode != 0:
@@ -163,6 +170,10 @@ def main() -> None:
                          "session; use its own --work: the default run's teachers see the full training sets)")
     ap.add_argument("--prediction_steps", type=int, default=PREDICTION_STEPS,
                     help="steps of every student's prediction phase (a longer budget: use its own --work)")
+    ap.add_argument("--mined_pairs", action="store_true",
+                    help="pair tasks: mine new pairs labelled by the teacher (xcompress mine-pairs) and add a "
+                         "task-route arm whose prediction phase reads them, from the same recovered student as the "
+                         "plain arm")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     args = ap.parse_args()
     work = Path(args.work)
@@ -216,6 +227,11 @@ def main() -> None:
             run(f"{task} augment", glue / task / "train_aug.tsv", "augment", "--pretrained_bert_model", str(mlm),
                 "--glue_dir", str(glue), "--task_name", task, "--max_train_examples", str(s["aug_rows"]),
                 "--N", str(s["aug_n"]), "--overwrite")
+        mined = args.mined_pairs and _is_pair_task(task)
+        if mined:
+            run(f"{task} mine-pairs", glue / task / "train_aug.tsv", "mine-pairs", "--teacher_model", str(teacher),
+                "--glue_dir", str(glue), "--task_name", task, "--neighbours", str(s["mined_neighbours"]),
+                "--random_partners", str(s["mined_random"]), "--overwrite")
         row = results.setdefault(task, {"teacher": _summary(teacher, "finetune")["dev"]["dev"],
                                         "teacher_cpu_minutes": run.cpu(f"{task} teacher"), "students": {}})
         for t, student, route in plan:
@@ -223,6 +239,9 @@ def main() -> None:
                 continue
             row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, args.prediction_steps,
                                                                     shared, on_task)
+            if mined and route == BEST:
+                row["students"][student][f"{route}+mined"] = _route(run, work, task, student, route, teacher,
+                                                                   args.prediction_steps, shared, on_task, mined=True)
         for name in args.dense:
             row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
                                                                           on_task)
@@ -270,10 +289,11 @@ def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path
 
 
 def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, steps: int, shared: dict,
-           on_task: list[str], tag: str = "") -> dict:
+           on_task: list[str], tag: str = "", mined: bool = False) -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
     against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
-    teacher other than the task's own (a transplant)."""
+    teacher other than the task's own (a transplant); `mined` distils on the mined pairs (train_aug.tsv) from the
+    same recovered student as the plain arm."""
     s, name = SETTINGS, f"{task}-{tag}{route}-{student.replace('/', 'of')}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
@@ -292,9 +312,11 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
                     "--max_seq_length", str(SEQ), "--max_steps", str(s["recover_steps"]),
                     "--learning_rate", s["recover_lr"], "--eval_steps", str(s["recover_steps"]))
         stages["recover"] = run.cpu(f"{name} recover")
-    out = run(f"{name} task-distill", work / f"td-{name}", "task-distill", "--teacher_model", str(teacher),
-              "--student_model", str(start), *distill_flags(route, steps), "--eval_step", str(s["eval_step"]), *on_task)
-    stages["task-distill"] = run.cpu(f"{name} task-distill")
+    arm, aug = (f"{name} task-distill mined", ["--aug_train"]) if mined else (f"{name} task-distill", [])
+    out = run(arm, work / f"td-{name}{'-mined' if mined else ''}", "task-distill", "--teacher_model", str(teacher),
+              "--student_model", str(start), *distill_flags(route, steps), *aug, "--eval_step", str(s["eval_step"]),
+              *on_task)
+    stages["task-distill"] = run.cpu(arm)
     summary = _summary(out, "task_distill")
     before = sum(v for k, v in stages.items() if k != "task-distill")
     *earlier, pred = summary["phases"]
@@ -305,6 +327,13 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
               "score": h["score"]} for h in pred["dev_history"]]
     return {"dev": summary["dev"]["dev"], "collapsed": summary.get("collapsed", {}), "cpu_minutes": stages,
             "curve": curve, "output_dir": str(out), "encoder_params": _td_encoder_params(start)}
+
+
+def _is_pair_task(name: str) -> bool:
+    sys.path.insert(0, str(REPO))
+    from corpora.glue import get_task
+
+    return get_task(name).train.text_b is not None
 
 
 def _td_encoder_params(directory: Path) -> int:
