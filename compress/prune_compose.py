@@ -303,7 +303,7 @@ def run(cfg: PruneComposeConfig) -> dict[str, Any]:
                  "original": target.reference(), "results": {COMPOSED: {}, BASELINE: {}}}
         write_json(state_file, state)
     else:
-        saved = torch.load(modules_file)
+        saved = torch.load(modules_file, weights_only=True)
         distilled, pruned_only = dict(saved["distilled"]), dict(saved["pruned_only"])
         if not cfg.quiet:
             done = sum(len(r) for r in state["results"].values())
