@@ -119,6 +119,10 @@ FAMILIES = ("roberta", "distilbert")
 HEAD_TRAINING = {"distilbert": ["--max_steps", "100", "--learning_rate", "5e-5", "--eval_step", "100"]}
 
 
+# Stages that write train_aug.tsv into the task's data rather than a model directory of their own.
+DATA_STAGES = ("augment", "mine-pairs")
+
+
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -133,11 +137,11 @@ class Runner:
         self.timings = json.loads(self.file.read_text()) if self.file.is_file() else {}
 
     def __call__(self, key: str, out: Path, stage: str, *args: str) -> Path:
-        done = out / "config.json" if stage not in ("pregenerate", "augment", "mine-pairs") else out
+        done = out if stage == "pregenerate" or stage in DATA_STAGES else out / "config.json"
         if key in self.timings and done.exists():
             return out
         wall, cpu = time.perf_counter(), cpu_seconds()
-        target = [] if stage in ("augment", "mine-pairs") else ["--output_dir", str(out), "--overwrite_output_dir"]
+        target = [] if stage in DATA_STAGES else ["--output_dir", str(out), "--overwrite_output_dir"]
         quiet = [] if stage == "decompose" else ["--quiet"]  # decompose prints one line anyway
         r = subprocess.run([XC, stage, *args, *target, *quiet], cwd=REPO, capture_output=True, text=True)
         if r.returncode != 0:
@@ -333,7 +337,7 @@ def _is_pair_task(name: str) -> bool:
     sys.path.insert(0, str(REPO))
     from corpora.glue import get_task
 
-    return get_task(name).train.text_b is not None
+    return get_task(name).is_pair
 
 
 def _td_encoder_params(directory: Path) -> int:

@@ -54,6 +54,10 @@ class GlueTask:
         return self.labels is None
 
     @property
+    def is_pair(self) -> bool:
+        return self.train.text_b is not None
+
+    @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
 

@@ -64,7 +64,7 @@ CONFIG = MinePairsConfig
 def run(cfg: MinePairsConfig) -> dict[str, Any]:
     started = time.perf_counter()
     task = get_task(cfg.task_name)
-    if task.train.text_b is None:
+    if not task.is_pair:
         raise InputError(f"--task_name {task.name}: a single-sentence task; mine-pairs makes sentence pairs "
                          "(MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI)")
     if cfg.neighbours + cfg.random_partners == 0:

@@ -42,7 +42,7 @@ def encode(task: GlueTask, examples: list[Example], tokenizer, max_seq_length: i
     if max_seq_length < 8:
         raise InputError(f"--max_seq_length {max_seq_length}: must be >= 8")
     texts_a = [e.text_a for e in examples]
-    texts_b = [e.text_b for e in examples] if task.train.text_b is not None else None
+    texts_b = [e.text_b for e in examples] if task.is_pair else None
     enc = tokenizer(texts_a, texts_b, truncation="longest_first" if texts_b else True, max_length=max_seq_length,
                     return_attention_mask=False, return_token_type_ids=True)
     if task.is_regression:
