@@ -33,7 +33,7 @@ before, this the after.
 
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
-        [--families roberta distilbert] [--mined_pairs] [--teacher_examples N] [--prediction_steps 300]
+        [--families roberta distilbert] [--mined_pairs] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
         [--work runs/bench-accuracy]
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
@@ -174,6 +174,9 @@ def main() -> None:
                          "session; use its own --work: the default run's teachers see the full training sets)")
     ap.add_argument("--prediction_steps", type=int, default=PREDICTION_STEPS,
                     help="steps of every student's prediction phase (a longer budget: use its own --work)")
+    ap.add_argument("--recover_steps", type=int, default=SETTINGS["recover_steps"],
+                    help="steps of the task route's layer-wise recovery (TinyBERT's ablation puts the transformer-"
+                         "layer losses first for CoLA and MRPC); other values run beside the default in one --work")
     ap.add_argument("--mined_pairs", action="store_true",
                     help="pair tasks: mine new pairs labelled by the teacher (xcompress mine-pairs) and add a "
                          "task-route arm whose prediction phase reads them, from the same recovered student as the "
@@ -242,10 +245,11 @@ def main() -> None:
             if t != task:
                 continue
             row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, args.prediction_steps,
-                                                                    shared, on_task)
+                                                                    shared, on_task, recover_steps=args.recover_steps)
             if mined and route == BEST:
                 row["students"][student][f"{route}+mined"] = _route(run, work, task, student, route, teacher,
-                                                                   args.prediction_steps, shared, on_task, mined=True)
+                                                                   args.prediction_steps, shared, on_task, mined=True,
+                                                                   recover_steps=args.recover_steps)
         for name in args.dense:
             row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
                                                                           on_task)
@@ -293,11 +297,11 @@ def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path
 
 
 def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, steps: int, shared: dict,
-           on_task: list[str], tag: str = "", mined: bool = False) -> dict:
+           on_task: list[str], tag: str = "", mined: bool = False, recover_steps: int = SETTINGS["recover_steps"]) -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
     against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
     teacher other than the task's own (a transplant); `mined` distils on the mined pairs (train_aug.tsv) from the
-    same recovered student as the plain arm."""
+    same recovered student as the plain arm; a `recover_steps` other than the default names its own stages."""
     s, name = SETTINGS, f"{task}-{tag}{route}-{student.replace('/', 'of')}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
@@ -310,11 +314,13 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
         start, shared_cpu = shared[route, student]
         stages.update(shared_cpu)
     if route in ("task", "recover"):
+        if recover_steps != s["recover_steps"]:
+            name += f"-r{recover_steps}"
         start = run(f"{name} recover", work / f"rec-{name}", "recover", "--teacher_model",
                     str(teacher) if route == "task" else TEACHER, "--student_model", str(start),
                     "--calibration_data", text, "--calibration_examples", str(s["recover_examples"]),
-                    "--max_seq_length", str(SEQ), "--max_steps", str(s["recover_steps"]),
-                    "--learning_rate", s["recover_lr"], "--eval_steps", str(s["recover_steps"]))
+                    "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
+                    "--learning_rate", s["recover_lr"], "--eval_steps", str(recover_steps))
         stages["recover"] = run.cpu(f"{name} recover")
     arm, aug = (f"{name} task-distill mined", ["--aug_train"]) if mined else (f"{name} task-distill", [])
     out = run(arm, work / f"td-{name}{'-mined' if mined else ''}", "task-distill", "--teacher_model", str(teacher),
@@ -388,11 +394,13 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
     name = f"accuracy-teachers-{args.teacher_examples}" if args.teacher_examples else "accuracy"
     if args.prediction_steps != PREDICTION_STEPS:
         name += f"-p{args.prediction_steps}"
+    if args.recover_steps != SETTINGS["recover_steps"]:
+        name += f"-r{args.recover_steps}"
     if args.tasks != list(TASKS):  # a run of some tasks does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": SETTINGS, "distill": {r: distill_flags(r, args.prediction_steps) for r in ROUTES},
+    out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: distill_flags(r, args.prediction_steps) for r in ROUTES},
                                "prediction_steps": args.prediction_steps, "sequence": SEQ, "best_route": BEST,
                                "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
                                "dense_distill": {k: dense_flags(k, args.prediction_steps) for k in args.dense},
