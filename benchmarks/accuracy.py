@@ -29,11 +29,13 @@ layers 0 and 1's own low-rank corrections, at about the uniform students' sizes,
 Pairs mined for pair tasks (--mined_pairs): `xcompress mine-pairs` pairs each training sentence with its nearest
 sentences by the teacher's embeddings and with random ones, the teacher labels them, and a second task-route arm
 (task+mined) distils predictions on them from the same recovered student, with the same steps: the plain arm is the
-before, this the after.
+before, this the after. Single-sentence tasks the same way (--augmented): TinyBERT's word replacement (`xcompress
+augment`, a masked-LM head fitted to the teacher on Wikipedia) of every row the teacher saw, up to 20 variants each,
+labelled by the teacher in the prediction phase (task+augmented).
 
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
-        [--families roberta distilbert] [--mined_pairs] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
+        [--families roberta distilbert] [--mined_pairs] [--augmented] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
         [--work runs/bench-accuracy]
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
@@ -76,6 +78,7 @@ SETTINGS = {
     "general_steps": 300, "general_lr": "5e-4",
     "eval_step": 50,
     "mined_neighbours": 3, "mined_random": 2,  # --mined_pairs: partners per training sentence (STS-B: ~50,000 pairs)
+    "augmented_n": 20,  # --augmented: variants per sentence (TinyBERT: x20 SST-2, x30 CoLA; distinct ones kept)
 }
 
 
@@ -130,7 +133,8 @@ def cpu_seconds() -> float:
 
 class Runner:
     """Runs CLI stages, recording wall and CPU minutes in <work>/timings.json; a stage whose output exists and whose
-    timing is recorded is not run again."""
+    timing is recorded is not run again. Each record is merged into the file as it stands, so two runs of different
+    arms in one --work (after their shared stages) keep each other's timings."""
 
     def __init__(self, work: Path):
         self.file = work / "timings.json"
@@ -151,7 +155,11 @@ class Runner:
         last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
         print(f"  {key}: {self.timings[key]['cpu_minutes']:.1f} CPU min ({self.timings[key]['wall_minutes']:.1f} "
               f"wall) | {last}", flush=True)
-        self.file.write_text(json.dumps(self.timings, indent=1))
+        on_disk = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        self.timings = {**on_disk, **self.timings}
+        tmp = self.file.with_suffix(f".{os.getpid()}")
+        tmp.write_text(json.dumps(self.timings, indent=1))
+        tmp.replace(self.file)
         return out
 
     def cpu(self, key: str) -> float:
@@ -177,6 +185,10 @@ def main() -> None:
     ap.add_argument("--recover_steps", type=int, default=SETTINGS["recover_steps"],
                     help="steps of the task route's layer-wise recovery (TinyBERT's ablation puts the transformer-"
                          "layer losses first for CoLA and MRPC); other values run beside the default in one --work")
+    ap.add_argument("--augmented", action="store_true",
+                    help="single-sentence tasks: augment every training row the teacher saw by word replacement "
+                         "(xcompress augment) and add a task-route arm whose prediction phase reads those rows, from "
+                         "the same recovered student as the plain arm")
     ap.add_argument("--mined_pairs", action="store_true",
                     help="pair tasks: mine new pairs labelled by the teacher (xcompress mine-pairs) and add a "
                          "task-route arm whose prediction phase reads them, from the same recovered student as the "
@@ -190,15 +202,19 @@ def main() -> None:
     plan = [(task, student, route) for task in args.tasks for student in args.students for route in ROUTES
             if route == BEST or (route in args.routes and task in args.compare and student == args.students[0])]
     needs = {route for _, _, route in plan}
+    augmented = {t for t in args.tasks if args.augmented and not _is_pair_task(t)}
+    if augmented & {t for t, _, route in plan if route == "general"}:
+        raise SystemExit("--augmented: the general route's augmentation writes the same train_aug.tsv; run the general "
+                         "route in another --work")
     uses = {(route, student) for _, student, route in plan}
 
     pregen = None  # Wikipedia: the general route distils on it, the recover route calibrates on it
-    if needs & {"recover", "general"}:
+    if needs & {"recover", "general"} or augmented:
         pregen = run("pregenerate", work / "pregen", "pregenerate", "--train_corpus",
                      "data/wiki/enwiki-sample-206pages.xml.bz2", "--bert_model", TEACHER, "--do_lower_case",
                      "--epochs_to_generate", str(s["pregen_epochs"]), "--max_seq_len", str(SEQ))
     mlm = run("fit-mlm-head", work / "mlm", "fit-mlm-head", "--teacher_model", TEACHER, "--pregenerated_data",
-              str(pregen), "--max_train_examples", str(s["mlm_examples"])) if "general" in needs else None
+              str(pregen), "--max_train_examples", str(s["mlm_examples"])) if "general" in needs or augmented else None
     shared = {}  # (route, student) -> the student every task of that route starts from, and its CPU minutes
     for student in args.students:
         name = student.replace("/", "of")
@@ -234,8 +250,11 @@ def main() -> None:
             run(f"{task} augment", glue / task / "train_aug.tsv", "augment", "--pretrained_bert_model", str(mlm),
                 "--glue_dir", str(glue), "--task_name", task, "--max_train_examples", str(s["aug_rows"]),
                 "--N", str(s["aug_n"]), "--overwrite")
-        mined = args.mined_pairs and _is_pair_task(task)
-        if mined:
+        arm = "augmented" if task in augmented else "mined" if args.mined_pairs and _is_pair_task(task) else ""
+        if arm == "augmented":
+            run(f"{task} augment all", glue / task / "train_aug.tsv", "augment", "--pretrained_bert_model", str(mlm),
+                "--glue_dir", str(glue), "--task_name", task, *subset, "--N", str(s["augmented_n"]), "--overwrite")
+        if arm == "mined":
             run(f"{task} mine-pairs", glue / task / "train_aug.tsv", "mine-pairs", "--teacher_model", str(teacher),
                 "--glue_dir", str(glue), "--task_name", task, "--neighbours", str(s["mined_neighbours"]),
                 "--random_partners", str(s["mined_random"]), "--overwrite")
@@ -246,9 +265,9 @@ def main() -> None:
                 continue
             row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, args.prediction_steps,
                                                                     shared, on_task, recover_steps=args.recover_steps)
-            if mined and route == BEST:
-                row["students"][student][f"{route}+mined"] = _route(run, work, task, student, route, teacher,
-                                                                   args.prediction_steps, shared, on_task, mined=True,
+            if arm and route == BEST:
+                row["students"][student][f"{route}+{arm}"] = _route(run, work, task, student, route, teacher,
+                                                                   args.prediction_steps, shared, on_task, arm=arm,
                                                                    recover_steps=args.recover_steps)
         for name in args.dense:
             row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
@@ -297,11 +316,11 @@ def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path
 
 
 def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, steps: int, shared: dict,
-           on_task: list[str], tag: str = "", mined: bool = False, recover_steps: int = SETTINGS["recover_steps"]) -> dict:
+           on_task: list[str], tag: str = "", arm: str = "", recover_steps: int = SETTINGS["recover_steps"]) -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
     against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
-    teacher other than the task's own (a transplant); `mined` distils on the mined pairs (train_aug.tsv) from the
-    same recovered student as the plain arm; a `recover_steps` other than the default names its own stages."""
+    teacher other than the task's own (a transplant); `arm` ("mined" or "augmented") distils on the task's
+    train_aug.tsv from the same recovered student as the plain arm; a `recover_steps` other than the default names its own stages."""
     s, name = SETTINGS, f"{task}-{tag}{route}-{student.replace('/', 'of')}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
@@ -322,11 +341,11 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
                     "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
                     "--learning_rate", s["recover_lr"], "--eval_steps", str(recover_steps))
         stages["recover"] = run.cpu(f"{name} recover")
-    arm, aug = (f"{name} task-distill mined", ["--aug_train"]) if mined else (f"{name} task-distill", [])
-    out = run(arm, work / f"td-{name}{'-mined' if mined else ''}", "task-distill", "--teacher_model", str(teacher),
+    key, aug = (f"{name} task-distill {arm}", ["--aug_train"]) if arm else (f"{name} task-distill", [])
+    out = run(key, work / f"td-{name}{'-' + arm if arm else ''}", "task-distill", "--teacher_model", str(teacher),
               "--student_model", str(start), *distill_flags(route, steps), *aug, "--eval_step", str(s["eval_step"]),
               *on_task)
-    stages["task-distill"] = run.cpu(arm)
+    stages["task-distill"] = run.cpu(key)
     summary = _summary(out, "task_distill")
     before = sum(v for k, v in stages.items() if k != "task-distill")
     *earlier, pred = summary["phases"]
