@@ -417,8 +417,10 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
         name += f"-p{args.prediction_steps}"
     if args.recover_steps != SETTINGS["recover_steps"]:
         name += f"-r{args.recover_steps}"
-    if args.tasks != list(TASKS):  # a run of some tasks does not overwrite another's figures
+    if args.tasks != list(TASKS):  # a run of some tasks or students does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
+    if args.students != ap.get_default("students"):
+        name += "-" + "-".join(s.replace("/", "of") for s in args.students)
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: distill_flags(r, args.prediction_steps) for r in ROUTES},
