@@ -67,6 +67,7 @@ STUDENTS = {"1/7": ["--config", "models/minilm-td-36-192"], "1/48": ["--config",
             "1/7+front": ["--rank_layer", "36", "--rank_dim", "160", "--residual_ranks", "0:32,1:32"],
             "1/7+front64": ["--rank_layer", "36", "--rank_dim", "128", "--residual_ranks", "0:64,1:64"],
             "1/48+front": ["--rank_layer", "36", "--rank_dim", "40", "--residual_ranks", "0:8,1:8"]}
+DEFAULT_STUDENTS = ["1/7", "1/48"]
 ROUTES = ("task", "recover", "general")
 BEST = "task"
 TEACHER = "all-MiniLM-L6-v2"
@@ -171,7 +172,7 @@ class Runner:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    ap.add_argument("--students", nargs="+", default=["1/7", "1/48"], choices=list(STUDENTS))
+    ap.add_argument("--students", nargs="+", default=DEFAULT_STUDENTS, choices=list(STUDENTS))
     ap.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES,
                     help=f"routes run on the --compare tasks ({BEST}, the best, runs everywhere)")
     ap.add_argument("--compare", nargs="*", default=["SST-2", "STS-B"], choices=TASKS)
@@ -419,7 +420,7 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
         name += f"-r{args.recover_steps}"
     if args.tasks != list(TASKS):  # a run of some tasks or students does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
-    if args.students != ap.get_default("students"):
+    if args.students != DEFAULT_STUDENTS:
         name += "-" + "-".join(s.replace("/", "of") for s in args.students)
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
