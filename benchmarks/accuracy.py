@@ -382,7 +382,7 @@ def _summary(directory: Path, stage: str) -> dict:
 
 
 def _report(results: dict, args, run: Runner, work: Path) -> None:
-    rows = f"up to {args.teacher_examples:,} rows of" if args.teacher_examples else "the full"
+    rows = f"up to {args.teacher_examples:,} rows of the" if args.teacher_examples else "the full"
     print(f"\nGLUE dev (full), teacher {TEACHER} ({TEACHER_ENCODER_PARAMS:,} encoder params) fine-tuned on {rows} "
           f"training sets; sequence {SEQ}; CPU minutes on this machine")
     print("| task | teacher | student | route | score | % of teacher | encoder params | ms at batch 1 / 32 | "
