@@ -62,11 +62,13 @@ TASKS = ("SST-2", "MRPC", "STS-B", "CoLA")
 # TD students: their decompose flags. "+front" students spend part of the budget where the pair signal forms (the
 # probe: the teacher's first two layers): a smaller shared core plus each of layers 0 and 1's own rank-r correction
 # (--residual_ranks), at about the uniform student's encoder parameters (1/7: 1.46 M against 1.50 M; 1/48: 0.21 M
-# against 0.22 M). "+front64" moves more of the 1/7 budget there (core 128 wide, rank-64 corrections: 1.50 M).
+# against 0.22 M). "+front64" moves more of the 1/7 budget there (core 128 wide, rank-64 corrections: 1.50 M);
+# "+front14" nearly all of the 1/48 budget (core 16 wide, rank-14 corrections: 0.217 M).
 STUDENTS = {"1/7": ["--config", "models/minilm-td-36-192"], "1/48": ["--config", "models/minilm-td-36-64"],
             "1/7+front": ["--rank_layer", "36", "--rank_dim", "160", "--residual_ranks", "0:32,1:32"],
             "1/7+front64": ["--rank_layer", "36", "--rank_dim", "128", "--residual_ranks", "0:64,1:64"],
-            "1/48+front": ["--rank_layer", "36", "--rank_dim", "40", "--residual_ranks", "0:8,1:8"]}
+            "1/48+front": ["--rank_layer", "36", "--rank_dim", "40", "--residual_ranks", "0:8,1:8"],
+            "1/48+front14": ["--rank_layer", "36", "--rank_dim", "16", "--residual_ranks", "0:14,1:14"]}
 DEFAULT_STUDENTS = ["1/7", "1/48"]
 ROUTES = ("task", "recover", "general")
 BEST = "task"
