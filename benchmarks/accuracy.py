@@ -23,9 +23,9 @@ The best route (BEST) runs for every task and student; the routes are compared s
 for the first student. Every stage's output and timing is kept in --work: a rerun resumes where it stopped, and a
 --tasks/--students/--routes subset runs alone.
 
-Budgets spent where the signal forms (--students 1/7+front 1/7+front64 1/48+front): TD students with a smaller
-shared core and layers 0 and 1's own low-rank corrections, at about the uniform students' sizes, on every route as
-the others.
+Budgets spent where the signal forms (--students 1/7+front 1/7+front64 1/48+front 1/48+front14): TD students with a
+smaller shared core and layers 0 and 1's own low-rank corrections, at about the uniform students' sizes, on every
+route as the others.
 
 Pairs mined for pair tasks (--mined_pairs): `xcompress mine-pairs` pairs each training sentence with its nearest
 sentences by the teacher's embeddings and with random ones, the teacher labels them, and a second task-route arm
