@@ -222,7 +222,7 @@ def main() -> None:
               str(pregen), "--max_train_examples", str(s["mlm_examples"])) if "general" in needs or augmented else None
     shared = {}  # (route, student) -> the student every task of that route starts from, and its CPU minutes
     for student in args.students:
-        name = student.replace("/", "of")
+        name = _file_name(student)
         if ("recover", student) in uses:
             key = f"decompose wikipedia-calibrated {student}"
             start = run(key, work / f"dec-wiki-{name}", "decompose", "--teacher_model", TEACHER,
@@ -424,7 +424,7 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
     if args.tasks != list(TASKS):  # a run of some tasks or students does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
     if args.students != DEFAULT_STUDENTS:
-        name += "-" + "-".join(s.replace("/", "of") for s in args.students)
+        name += "-" + "-".join(map(_file_name, args.students))
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: distill_flags(r, args.prediction_steps) for r in ROUTES},
@@ -434,6 +434,11 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
                                "results": results, "teacher_encoder_params": TEACHER_ENCODER_PARAMS,
                                "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
     print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")
+
+
+def _file_name(student: str) -> str:
+    """A student's name as its stage directories and results files spell it ("1/7+front" -> "1of7+front")."""
+    return student.replace("/", "of")
 
 
 def _threads() -> int:
