@@ -37,6 +37,7 @@ labelled by the teacher in the prediction phase (task+augmented).
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
         [--families roberta distilbert] [--mined_pairs] [--augmented] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
+        [--hard_label_weight 0]
         [--work runs/bench-accuracy]
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
@@ -95,12 +96,13 @@ SETTINGS = {
 PREDICTION_STEPS = 300
 
 
-def distill_flags(route: str, steps: int) -> list[str]:
+def distill_flags(route: str, steps: int, hard_label_weight: float = 0.0) -> list[str]:
     if route == "general":
         return ["--aug_train", "--stage", "both", "--intermediate_max_steps", "100", "--intermediate_learning_rate",
                 "1e-3", "--max_steps", str(steps), "--learning_rate", "1e-3"]
+    gold = ["--hard_label_weight", str(hard_label_weight)] if hard_label_weight else []
     return ["--stage", "prediction", "--max_train_examples", str(32 * steps), "--max_steps", str(steps),
-            "--learning_rate", "1e-4"]
+            "--learning_rate", "1e-4", *gold]
 
 
 # Dense students by name: their dense-student flags. Sizes (encoder parameters) against TD 1/7's 1.50 M and 1/48's
@@ -190,6 +192,10 @@ def main() -> None:
     ap.add_argument("--recover_steps", type=int, default=SETTINGS["recover_steps"],
                     help="steps of the task route's layer-wise recovery (TinyBERT's ablation puts the transformer-"
                          "layer losses first for CoLA and MRPC); other values run beside the default in one --work")
+    ap.add_argument("--hard_label_weight", type=float, default=0.0,
+                    help="prediction phase of the task and recover routes: weight of the gold labels' loss mixed "
+                         "with the teacher's (a student its soft targets pull to the majority class); other values "
+                         "than 0 name their own task-distill stages beside the plain ones in one --work")
     ap.add_argument("--augmented", action="store_true",
                     help="single-sentence tasks: augment every training row the teacher saw by word replacement "
                          "(xcompress augment) and add a task-route arm whose prediction phase reads those rows, from "
@@ -200,6 +206,8 @@ def main() -> None:
                          "plain arm")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     args = ap.parse_args()
+    if not 0 <= args.hard_label_weight <= 1:
+        ap.error(f"--hard_label_weight {args.hard_label_weight:g}: a weight between 0 and 1")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     run, s = Runner(work), SETTINGS
@@ -269,11 +277,13 @@ def main() -> None:
             if t != task:
                 continue
             row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, args.prediction_steps,
-                                                                    shared, on_task, recover_steps=args.recover_steps)
+                                                                    shared, on_task, recover_steps=args.recover_steps,
+                                                                    hard_label_weight=args.hard_label_weight)
             if arm and route == BEST:
                 row["students"][student][f"{route}+{arm}"] = _route(run, work, task, student, route, teacher,
                                                                    args.prediction_steps, shared, on_task, arm=arm,
-                                                                   recover_steps=args.recover_steps)
+                                                                   recover_steps=args.recover_steps,
+                                                                   hard_label_weight=args.hard_label_weight)
         for name in args.dense:
             row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
                                                                           on_task)
@@ -321,11 +331,13 @@ def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path
 
 
 def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, steps: int, shared: dict,
-           on_task: list[str], tag: str = "", arm: str = "", recover_steps: int = SETTINGS["recover_steps"]) -> dict:
+           on_task: list[str], tag: str = "", arm: str = "", recover_steps: int = SETTINGS["recover_steps"],
+           hard_label_weight: float = 0.0) -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
     against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
     teacher other than the task's own (a transplant); `arm` ("mined" or "augmented") distils on the task's
-    train_aug.tsv from the same recovered student as the plain arm; a `recover_steps` other than the default names its own stages."""
+    train_aug.tsv from the same recovered student as the plain arm; a `recover_steps` other than the default names its own stages,
+    a `hard_label_weight` its own task-distill stage from the same recovered student."""
     s, name = SETTINGS, f"{task}-{tag}{route}-{student.replace('/', 'of')}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
@@ -346,9 +358,11 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
                     "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
                     "--learning_rate", s["recover_lr"], "--eval_steps", str(recover_steps))
         stages["recover"] = run.cpu(f"{name} recover")
+    if hard_label_weight:
+        name += f"-hl{hard_label_weight:g}"
     key, aug = (f"{name} task-distill {arm}", ["--aug_train"]) if arm else (f"{name} task-distill", [])
     out = run(key, work / f"td-{name}{'-' + arm if arm else ''}", "task-distill", "--teacher_model", str(teacher),
-              "--student_model", str(start), *distill_flags(route, steps), *aug, "--eval_step", str(s["eval_step"]),
+              "--student_model", str(start), *distill_flags(route, steps, hard_label_weight), *aug, "--eval_step", str(s["eval_step"]),
               *on_task)
     stages["task-distill"] = run.cpu(key)
     summary = _summary(out, "task_distill")
@@ -421,13 +435,15 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
         name += f"-p{args.prediction_steps}"
     if args.recover_steps != SETTINGS["recover_steps"]:
         name += f"-r{args.recover_steps}"
+    if args.hard_label_weight:
+        name += f"-hl{args.hard_label_weight:g}"
     if args.tasks != list(TASKS):  # a run of some tasks or students does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
     if args.students != DEFAULT_STUDENTS:
         name += "-" + "-".join(map(_file_name, args.students))
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: distill_flags(r, args.prediction_steps) for r in ROUTES},
+    out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: distill_flags(r, args.prediction_steps, args.hard_label_weight) for r in ROUTES},
                                "prediction_steps": args.prediction_steps, "sequence": SEQ, "best_route": BEST,
                                "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
                                "dense_distill": {k: dense_flags(k, args.prediction_steps) for k in args.dense},
