@@ -338,7 +338,7 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
     teacher other than the task's own (a transplant); `arm` ("mined" or "augmented") distils on the task's
     train_aug.tsv from the same recovered student as the plain arm; a `recover_steps` other than the default names its own stages,
     a `hard_label_weight` its own task-distill stage from the same recovered student."""
-    s, name = SETTINGS, f"{task}-{tag}{route}-{student.replace('/', 'of')}"
+    s, name = SETTINGS, f"{task}-{tag}{route}-{_file_name(student)}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
     if route == "task":
