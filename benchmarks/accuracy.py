@@ -37,7 +37,7 @@ labelled by the teacher in the prediction phase (task+augmented).
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
         [--families roberta distilbert] [--mined_pairs] [--augmented] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
-        [--hard_label_weight 0]
+        [--hard_label_weight 0] [--prediction_lr 1e-4] [--seed 42]
         [--work runs/bench-accuracy]
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
@@ -55,6 +55,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,13 +97,34 @@ SETTINGS = {
 PREDICTION_STEPS = 300
 
 
-def distill_flags(route: str, steps: int, hard_label_weight: float = 0.0) -> list[str]:
-    if route == "general":
-        return ["--aug_train", "--stage", "both", "--intermediate_max_steps", "100", "--intermediate_learning_rate",
-                "1e-3", "--max_steps", str(steps), "--learning_rate", "1e-3"]
-    gold = ["--hard_label_weight", str(hard_label_weight)] if hard_label_weight else []
-    return ["--stage", "prediction", "--max_train_examples", str(32 * steps), "--max_steps", str(steps),
-            "--learning_rate", "1e-4", *gold]
+PREDICTION_LR = 1e-4
+TASK_DISTILL_SEED = 42  # xcompress task-distill's own default
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction phase of the task and recover routes. A weight of gold labels, a rate or a seed other than the
+    defaults is an arm of its own: its task-distill stages (from the same recovered students) and its results file
+    carry `suffix`, so it runs beside the plain arm in one --work."""
+    steps: int = PREDICTION_STEPS
+    hard_label_weight: float = 0.0
+    learning_rate: float = PREDICTION_LR
+    seed: int = TASK_DISTILL_SEED
+
+    @property
+    def suffix(self) -> str:
+        return ((f"-hl{self.hard_label_weight:g}" if self.hard_label_weight else "")
+                + (f"-lr{self.learning_rate:g}" if self.learning_rate != PREDICTION_LR else "")
+                + (f"-s{self.seed}" if self.seed != TASK_DISTILL_SEED else ""))
+
+    def flags(self, route: str) -> list[str]:
+        seed = ["--seed", str(self.seed)]
+        if route == "general":
+            return ["--aug_train", "--stage", "both", "--intermediate_max_steps", "100", "--intermediate_learning_rate",
+                    "1e-3", "--max_steps", str(self.steps), "--learning_rate", "1e-3", *seed]
+        gold = ["--hard_label_weight", str(self.hard_label_weight)] if self.hard_label_weight else []
+        return ["--stage", "prediction", "--max_train_examples", str(32 * self.steps), "--max_steps", str(self.steps),
+                "--learning_rate", f"{self.learning_rate:g}", *gold, *seed]
 
 
 # Dense students by name: their dense-student flags. Sizes (encoder parameters) against TD 1/7's 1.50 M and 1/48's
@@ -205,9 +227,19 @@ def main() -> None:
                          "task-route arm whose prediction phase reads them, from the same recovered student as the "
                          "plain arm")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
+    ap.add_argument("--prediction_lr", type=float, default=PREDICTION_LR,
+                    help="prediction phase of the task and recover routes: its learning rate (a small student the "
+                         "default rate drifts to the majority class); another value names its own stages as "
+                         "--hard_label_weight does")
+    ap.add_argument("--seed", type=int, default=TASK_DISTILL_SEED,
+                    help="seed of every task-distill stage (batch order, dropout): another value names its own "
+                         "stages from the same recovered students, to measure how far a score moves between runs")
     args = ap.parse_args()
     if not 0 <= args.hard_label_weight <= 1:
         ap.error(f"--hard_label_weight {args.hard_label_weight:g}: a weight between 0 and 1")
+    if not 0 < args.prediction_lr < 1:
+        ap.error(f"--prediction_lr {args.prediction_lr:g}: a learning rate between 0 and 1")
+    prediction = Prediction(args.prediction_steps, args.hard_label_weight, args.prediction_lr, args.seed)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     run, s = Runner(work), SETTINGS
@@ -276,24 +308,22 @@ def main() -> None:
         for t, student, route in plan:
             if t != task:
                 continue
-            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, args.prediction_steps,
-                                                                    shared, on_task, recover_steps=args.recover_steps,
-                                                                    hard_label_weight=args.hard_label_weight)
+            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, prediction,
+                                                                    shared, on_task, recover_steps=args.recover_steps)
             if arm and route == BEST:
                 row["students"][student][f"{route}+{arm}"] = _route(run, work, task, student, route, teacher,
-                                                                   args.prediction_steps, shared, on_task, arm=arm,
-                                                                   recover_steps=args.recover_steps,
-                                                                   hard_label_weight=args.hard_label_weight)
+                                                                   prediction, shared, on_task, arm=arm,
+                                                                   recover_steps=args.recover_steps)
         for name in args.dense:
             row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
                                                                           on_task)
         for family in args.families:
             moved = _transplanted(run, work, task, family, teacher, on_task)
-            r = _route(run, work, task, args.students[0], BEST, moved, args.prediction_steps, shared, on_task,
+            r = _route(run, work, task, args.students[0], BEST, moved, prediction, shared, on_task,
                        tag=f"{family}-")
             r["teacher"] = _summary(moved, "finetune")["dev"]["dev"] if family in HEAD_TRAINING else row["teacher"]
             row["students"].setdefault(f"{family} {args.students[0]}", {})[BEST] = r
-    _report(results, args, run, work)
+    _report(results, args, prediction, run, work)
 
 
 def _dense(run: Runner, work: Path, task: str, name: str, teacher: Path, steps: int, on_task: list[str]) -> dict:
@@ -330,14 +360,14 @@ def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path
                str(moved), *HEAD_TRAINING[family], *on_task)
 
 
-def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, steps: int, shared: dict,
-           on_task: list[str], tag: str = "", arm: str = "", recover_steps: int = SETTINGS["recover_steps"],
-           hard_label_weight: float = 0.0) -> dict:
+def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, prediction: Prediction,
+           shared: dict, on_task: list[str], tag: str = "", arm: str = "",
+           recover_steps: int = SETTINGS["recover_steps"]) -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
     against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
     teacher other than the task's own (a transplant); `arm` ("mined" or "augmented") distils on the task's
-    train_aug.tsv from the same recovered student as the plain arm; a `recover_steps` other than the default names its own stages,
-    a `hard_label_weight` its own task-distill stage from the same recovered student."""
+    train_aug.tsv from the same recovered student as the plain arm; a `recover_steps` other than the default names its
+    own stages, a `prediction` other than the default its own task-distill stage from the same recovered student."""
     s, name = SETTINGS, f"{task}-{tag}{route}-{_file_name(student)}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
@@ -358,11 +388,10 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
                     "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
                     "--learning_rate", s["recover_lr"], "--eval_steps", str(recover_steps))
         stages["recover"] = run.cpu(f"{name} recover")
-    if hard_label_weight:
-        name += f"-hl{hard_label_weight:g}"
+    name += prediction.suffix
     key, aug = (f"{name} task-distill {arm}", ["--aug_train"]) if arm else (f"{name} task-distill", [])
     out = run(key, work / f"td-{name}{'-' + arm if arm else ''}", "task-distill", "--teacher_model", str(teacher),
-              "--student_model", str(start), *distill_flags(route, steps, hard_label_weight), *aug, "--eval_step", str(s["eval_step"]),
+              "--student_model", str(start), *prediction.flags(route), *aug, "--eval_step", str(s["eval_step"]),
               *on_task)
     stages["task-distill"] = run.cpu(key)
     summary = _summary(out, "task_distill")
@@ -397,7 +426,7 @@ def _summary(directory: Path, stage: str) -> dict:
     return json.loads((directory / f"{stage}_summary.json").read_text())
 
 
-def _report(results: dict, args, run: Runner, work: Path) -> None:
+def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path) -> None:
     rows = f"up to {args.teacher_examples:,} rows of the" if args.teacher_examples else "the full"
     print(f"\nGLUE dev (full), teacher {TEACHER} ({TEACHER_ENCODER_PARAMS:,} encoder params) fine-tuned on {rows} "
           f"training sets; sequence {SEQ}; CPU minutes on this machine")
@@ -435,15 +464,14 @@ def _report(results: dict, args, run: Runner, work: Path) -> None:
         name += f"-p{args.prediction_steps}"
     if args.recover_steps != SETTINGS["recover_steps"]:
         name += f"-r{args.recover_steps}"
-    if args.hard_label_weight:
-        name += f"-hl{args.hard_label_weight:g}"
+    name += prediction.suffix
     if args.tasks != list(TASKS):  # a run of some tasks or students does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
     if args.students != DEFAULT_STUDENTS:
         name += "-" + "-".join(map(_file_name, args.students))
     out = REPO / f"benchmarks/results/{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: distill_flags(r, args.prediction_steps, args.hard_label_weight) for r in ROUTES},
+    out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: prediction.flags(r) for r in ROUTES},
                                "prediction_steps": args.prediction_steps, "sequence": SEQ, "best_route": BEST,
                                "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
                                "dense_distill": {k: dense_flags(k, args.prediction_steps) for k in args.dense},
