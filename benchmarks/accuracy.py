@@ -37,7 +37,7 @@ labelled by the teacher in the prediction phase (task+augmented).
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
         [--families roberta distilbert] [--mined_pairs] [--augmented] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
-        [--hard_label_weight 0] [--prediction_lr 1e-4] [--seed 42]
+        [--hard_label_weight 0] [--prediction_lr 1e-4] [--pred_loss soft_ce] [--seed 42]
         [--work runs/bench-accuracy]
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
@@ -103,18 +103,20 @@ TASK_DISTILL_SEED = 42  # xcompress task-distill's own default
 
 @dataclass(frozen=True)
 class Prediction:
-    """The prediction phase of the task and recover routes. A weight of gold labels, a rate or a seed other than the
-    defaults is an arm of its own: its task-distill stages (from the same recovered students) and its results file
+    """The prediction phase of the task and recover routes. A weight of gold labels, a rate, a loss or a seed other
+    than the defaults is an arm of its own: its task-distill stages (from the same recovered students) and its results file
     carry `suffix`, so it runs beside the plain arm in one --work."""
     steps: int = PREDICTION_STEPS
     hard_label_weight: float = 0.0
     learning_rate: float = PREDICTION_LR
     seed: int = TASK_DISTILL_SEED
+    pred_loss: str = "soft_ce"
 
     @property
     def suffix(self) -> str:
         return ((f"-hl{self.hard_label_weight:g}" if self.hard_label_weight else "")
                 + (f"-lr{self.learning_rate:g}" if self.learning_rate != PREDICTION_LR else "")
+                + (f"-{self.pred_loss}" if self.pred_loss != "soft_ce" else "")
                 + (f"-s{self.seed}" if self.seed != TASK_DISTILL_SEED else ""))
 
     def flags(self, route: str) -> list[str]:
@@ -124,7 +126,7 @@ class Prediction:
                     "1e-3", "--max_steps", str(self.steps), "--learning_rate", "1e-3", *seed]
         gold = ["--hard_label_weight", str(self.hard_label_weight)] if self.hard_label_weight else []
         return ["--stage", "prediction", "--max_train_examples", str(32 * self.steps), "--max_steps", str(self.steps),
-                "--learning_rate", f"{self.learning_rate:g}", *gold, *seed]
+                "--learning_rate", f"{self.learning_rate:g}", "--pred_loss", self.pred_loss, *gold, *seed]
 
 
 # Dense students by name: their dense-student flags. Sizes (encoder parameters) against TD 1/7's 1.50 M and 1/48's
@@ -234,12 +236,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=TASK_DISTILL_SEED,
                     help="seed of every task-distill stage (batch order, dropout): another value names its own "
                          "stages from the same recovered students, to measure how far a score moves between runs")
+    ap.add_argument("--pred_loss", choices=("soft_ce", "mse"), default="soft_ce",
+                    help="prediction phase of the task and recover routes: the teacher's soft targets by cross-"
+                         "entropy, or its logits by mean squared error; mse names its own stages")
     args = ap.parse_args()
     if not 0 <= args.hard_label_weight <= 1:
         ap.error(f"--hard_label_weight {args.hard_label_weight:g}: a weight between 0 and 1")
     if not 0 < args.prediction_lr < 1:
         ap.error(f"--prediction_lr {args.prediction_lr:g}: a learning rate between 0 and 1")
-    prediction = Prediction(args.prediction_steps, args.hard_label_weight, args.prediction_lr, args.seed)
+    prediction = Prediction(args.prediction_steps, args.hard_label_weight, args.prediction_lr, args.seed,
+                            args.pred_loss)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     run, s = Runner(work), SETTINGS
