@@ -104,8 +104,8 @@ TASK_DISTILL_SEED = 42  # xcompress task-distill's own default
 @dataclass(frozen=True)
 class Prediction:
     """The prediction phase of the task and recover routes. A weight of gold labels, a rate, a loss or a seed other
-    than the defaults is an arm of its own: its task-distill stages (from the same recovered students) and its results file
-    carry `suffix`, so it runs beside the plain arm in one --work."""
+    than the defaults is an arm of its own: its task-distill stages (from the same recovered students) and its
+    results file carry `suffix`, so it runs beside the plain arm in one --work. Dense students keep the defaults."""
     steps: int = PREDICTION_STEPS
     hard_label_weight: float = 0.0
     learning_rate: float = PREDICTION_LR
@@ -230,12 +230,12 @@ def main() -> None:
                          "plain arm")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     ap.add_argument("--prediction_lr", type=float, default=PREDICTION_LR,
-                    help="prediction phase of the task and recover routes: its learning rate (a small student the "
-                         "default rate drifts to the majority class); another value names its own stages as "
-                         "--hard_label_weight does")
+                    help="prediction phase of the task and recover routes: its learning rate; another value names "
+                         "its own stages as --hard_label_weight does")
     ap.add_argument("--seed", type=int, default=TASK_DISTILL_SEED,
-                    help="seed of every task-distill stage (batch order, dropout): another value names its own "
-                         "stages from the same recovered students, to measure how far a score moves between runs")
+                    help="seed of the routes' task-distill stages (batch order, dropout; dense students keep 42): "
+                         "another value names its own stages from the same recovered students, to measure how far "
+                         "a score moves between runs")
     ap.add_argument("--pred_loss", choices=("soft_ce", "mse"), default="soft_ce",
                     help="prediction phase of the task and recover routes: the teacher's soft targets by cross-"
                          "entropy, or its logits by mean squared error; mse names its own stages")
@@ -314,8 +314,9 @@ def main() -> None:
         for t, student, route in plan:
             if t != task:
                 continue
-            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher, prediction,
-                                                                    shared, on_task, recover_steps=args.recover_steps)
+            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher,
+                                                                    prediction, shared, on_task,
+                                                                    recover_steps=args.recover_steps)
             if arm and route == BEST:
                 row["students"][student][f"{route}+{arm}"] = _route(run, work, task, student, route, teacher,
                                                                    prediction, shared, on_task, arm=arm,
