@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from decompose.calibration import batches, hidden_state_errors, hold_out, read_s
 from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, encoder_of, is_task_model
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.modeling_tucker_bert import additive_attention_mask
+from stagekit.errors import InputError
 from stagekit.atomic import atomic_output_dir, check_output_dir
 from stagekit.model_paths import shared_vocab
 from stagekit.options import above, at_least, between, check_values, option
@@ -40,6 +42,8 @@ class RecoverConfig:
                                    "text file")
     output_dir: str = option()
     calibration_examples: int = option(2048, help="sequences trained on", check=at_least(1))
+    aug_train: bool = option(False, help="a GLUE task directory's train_aug.tsv (xcompress augment or mine-pairs) "
+                             "instead of its train.tsv: TinyBERT's layer-wise phase on augmented data")
     held_out_examples: int = option(128, help="sequences, never trained on, that measure functional_error",
                                     check=at_least(1))
     max_seq_length: int = option(128, check=at_least(8))
@@ -88,6 +92,9 @@ def layer_losses(student, teacher_hidden: tuple[torch.Tensor, ...], attention_ma
 def run(cfg: RecoverConfig) -> dict[str, Any]:
     # --- setup -------------------------------------------------------------------------------------------
     check_values(cfg)
+    if cfg.aug_train and not (Path(cfg.calibration_data) / "train_aug.tsv").is_file():
+        raise InputError(f"--aug_train: --calibration_data {cfg.calibration_data} has no train_aug.tsv (make it with "
+                         "`xcompress augment` or `xcompress mine-pairs`)")
     teacher, teacher_dir = load_model(cfg.teacher_model, "--teacher_model", ENCODER, kinds=(DENSE,), need_fp32=True,
                                       stage="recover")
     # A task student is loaded with its head, which stays untouched and is saved with it.
@@ -99,7 +106,8 @@ def run(cfg: RecoverConfig) -> dict[str, Any]:
     shared_vocab(teacher_dir, student_dir)
     tokenizer = load_tokenizer(teacher_dir, "--teacher_model")
     sequences = read_sequences(cfg.calibration_data, "--calibration_data", tokenizer, cfg.max_seq_length,
-                               cfg.calibration_examples + cfg.held_out_examples, cfg.seed)
+                               cfg.calibration_examples + cfg.held_out_examples, cfg.seed,
+                               "train_aug" if cfg.aug_train else "train")
     fit, held = hold_out(sequences, cfg.calibration_examples, cfg.held_out_examples, "--calibration_data",
                          cfg.calibration_data)
     out = check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
