@@ -32,12 +32,14 @@ sentences by the teacher's embeddings and with random ones, the teacher labels t
 (task+mined) distils predictions on them from the same recovered student, with the same steps: the plain arm is the
 before, this the after. Single-sentence tasks the same way (--augmented): TinyBERT's word replacement (`xcompress
 augment`, a masked-LM head fitted to the teacher on Wikipedia) of every row the teacher saw, up to 20 variants each,
-labelled by the teacher in the prediction phase (task+augmented).
+labelled by the teacher in the prediction phase (task+augmented). `--aug_phases layerwise` gives those rows to the
+layer-wise phase instead (TinyBERT's intermediate phase on augmented data: a recovery of its own, "-aug", that reads
+each row once), and `both` to both phases.
 
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
         [--families roberta distilbert] [--mined_pairs] [--augmented] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
-        [--hard_label_weight 0] [--prediction_lr 1e-4] [--pred_loss soft_ce] [--seed 42]
+        [--aug_phases prediction] [--hard_label_weight 0] [--prediction_lr 1e-4] [--pred_loss soft_ce] [--seed 42]
         [--work runs/bench-accuracy]
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
@@ -228,6 +230,10 @@ def main() -> None:
                     help="pair tasks: mine new pairs labelled by the teacher (xcompress mine-pairs) and add a "
                          "task-route arm whose prediction phase reads them, from the same recovered student as the "
                          "plain arm")
+    ap.add_argument("--aug_phases", choices=("prediction", "layerwise", "both"), default="prediction",
+                    help="with --augmented or --mined_pairs: the phases of that arm that read the new rows (the "
+                         "layer-wise phase: a recovery of its own, one pass over as many rows as it has steps of 32, "
+                         "TinyBERT's intermediate phase on augmented data)")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     ap.add_argument("--prediction_lr", type=float, default=PREDICTION_LR,
                     help="prediction phase of the task and recover routes: its learning rate; another value names "
@@ -242,6 +248,8 @@ def main() -> None:
     args = ap.parse_args()
     if not 0 <= args.hard_label_weight <= 1:
         ap.error(f"--hard_label_weight {args.hard_label_weight:g}: a weight between 0 and 1")
+    if args.aug_phases != "prediction" and not (args.augmented or args.mined_pairs):
+        ap.error(f"--aug_phases {args.aug_phases}: needs --augmented or --mined_pairs, which make the rows it reads")
     if not 0 < args.prediction_lr < 1:
         ap.error(f"--prediction_lr {args.prediction_lr:g}: a learning rate between 0 and 1")
     prediction = Prediction(args.prediction_steps, args.hard_label_weight, args.prediction_lr, args.seed,
@@ -318,9 +326,10 @@ def main() -> None:
                                                                     prediction, shared, on_task,
                                                                     recover_steps=args.recover_steps)
             if arm and route == BEST:
-                row["students"][student][f"{route}+{arm}"] = _route(run, work, task, student, route, teacher,
-                                                                   prediction, shared, on_task, arm=arm,
-                                                                   recover_steps=args.recover_steps)
+                phases = "" if args.aug_phases == "prediction" else f" ({args.aug_phases})"
+                row["students"][student][f"{route}+{arm}{phases}"] = _route(
+                    run, work, task, student, route, teacher, prediction, shared, on_task, arm=arm,
+                    aug_phases=args.aug_phases, recover_steps=args.recover_steps)
         for name in args.dense:
             row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
                                                                           on_task)
@@ -368,13 +377,15 @@ def _transplanted(run: Runner, work: Path, task: str, family: str, teacher: Path
 
 
 def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher: Path, prediction: Prediction,
-           shared: dict, on_task: list[str], tag: str = "", arm: str = "",
+           shared: dict, on_task: list[str], tag: str = "", arm: str = "", aug_phases: str = "prediction",
            recover_steps: int = SETTINGS["recover_steps"]) -> dict:
     """One student of one task by one route: its stages' CPU minutes, the dev score, and the curve of dev score
     against cumulative CPU minutes (route stages before task distillation, then its evaluations). `tag` names a
-    teacher other than the task's own (a transplant); `arm` ("mined" or "augmented") distils on the task's
-    train_aug.tsv from the same recovered student as the plain arm; a `recover_steps` other than the default names its
-    own stages, a `prediction` other than the default its own task-distill stage from the same recovered student."""
+    teacher other than the task's own (a transplant); `arm` ("mined" or "augmented") reads the task's train_aug.tsv in
+    `aug_phases`: the prediction phase from the same recovered student as the plain arm, the layer-wise phase (its
+    own recovery, "-aug", one pass over as many rows as it has steps of 32), or both; a `recover_steps` other than the
+    default names its own stages, a `prediction` other than the default its own task-distill stage from the same
+    recovered student."""
     s, name = SETTINGS, f"{task}-{tag}{route}-{_file_name(student)}"
     text = str(work / "glue_data" / task)
     stages: dict[str, float] = {}
@@ -386,18 +397,21 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
     else:
         start, shared_cpu = shared[route, student]
         stages.update(shared_cpu)
+    layerwise_aug, prediction_aug = arm and aug_phases != "prediction", arm and aug_phases != "layerwise"
     if route in ("task", "recover"):
         if recover_steps != s["recover_steps"]:
             name += f"-r{recover_steps}"
+        rows = ["--aug_train", "--calibration_examples", str(32 * recover_steps)] if layerwise_aug else [
+            "--calibration_examples", str(s["recover_examples"])]
+        name += "-aug" if layerwise_aug else ""
         start = run(f"{name} recover", work / f"rec-{name}", "recover", "--teacher_model",
                     str(teacher) if route == "task" else TEACHER, "--student_model", str(start),
-                    "--calibration_data", text, "--calibration_examples", str(s["recover_examples"]),
-                    "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
+                    "--calibration_data", text, *rows, "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
                     "--learning_rate", s["recover_lr"], "--eval_steps", str(recover_steps))
         stages["recover"] = run.cpu(f"{name} recover")
     name += prediction.suffix
-    key, aug = (f"{name} task-distill {arm}", ["--aug_train"]) if arm else (f"{name} task-distill", [])
-    out = run(key, work / f"td-{name}{'-' + arm if arm else ''}", "task-distill", "--teacher_model", str(teacher),
+    key, aug = (f"{name} task-distill {arm}", ["--aug_train"]) if prediction_aug else (f"{name} task-distill", [])
+    out = run(key, work / f"td-{name}{'-' + arm if prediction_aug else ''}", "task-distill", "--teacher_model", str(teacher),
               "--student_model", str(start), *prediction.flags(route), *aug, "--eval_step", str(s["eval_step"]),
               *on_task)
     stages["task-distill"] = run.cpu(key)
@@ -471,6 +485,8 @@ def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path
         name += f"-p{args.prediction_steps}"
     if args.recover_steps != SETTINGS["recover_steps"]:
         name += f"-r{args.recover_steps}"
+    if args.aug_phases != "prediction":
+        name += f"-aug-{args.aug_phases}"
     name += prediction.suffix
     if args.tasks != list(TASKS):  # a run of some tasks or students does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
