@@ -39,8 +39,13 @@ each row once), and `both` to both phases.
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
         [--families roberta distilbert] [--mined_pairs] [--augmented] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
-        [--aug_phases prediction] [--hard_label_weight 0] [--prediction_lr 1e-4] [--pred_loss soft_ce] [--seed 42]
+        [--aug_phases prediction] [--budget cpu] [--hard_label_weight 0] [--prediction_lr 1e-4] [--pred_loss soft_ce] [--seed 42]
         [--work runs/bench-accuracy]
+
+TinyBERT's own task-distillation budget (--budget tinybert, for a GPU: every stage takes one when it is visible):
+data augmented x20 (SST-2) or x30 (word replacement; pair tasks: mine-pairs' defaults), 10 epochs of the layer-wise
+phase and 3 of predictions at 3e-5 over it, for the task route and the dense students; steps per task from the size
+of its train_aug.tsv; the results name the device they ran on.
 
 A longer budget (--prediction_steps 1500: every student's prediction phase five times as long, on as many fresh
 training rows) writes its own results file (accuracy-...-p1500.json) and its curve of score against CPU minutes.
@@ -57,7 +62,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +106,12 @@ PREDICTION_STEPS = 300
 
 PREDICTION_LR = 1e-4
 TASK_DISTILL_SEED = 42  # xcompress task-distill's own default
+# TinyBERT's task-distillation budget (--budget tinybert, its README's commands, batch 32): the intermediate phase
+# 10 epochs and the prediction phase 3 epochs at 3e-5 over its augmented data, x20 for SST-2 and x30 for the others
+# (pair tasks: mine-pairs' defaults, about 30 new pairs per training pair). The TD students' layer-wise phase keeps
+# its rate (1e-3: the factors start far from the teacher's function); dense students take TinyBERT's 5e-5.
+TINYBERT = {"layerwise_epochs": 10, "prediction_epochs": 3, "prediction_lr": 3e-5, "intermediate_lr": "5e-5",
+            "augmented_n": {"SST-2": 20, "CoLA": 30}}
 
 
 @dataclass(frozen=True)
@@ -140,13 +151,18 @@ DENSE = {"3-of-6-layers": ["--layer_stride", "2"], "1-layer": ["--keep_layers", 
 # Layer-wise distillation as many steps as the TD route's recovery (at the prediction phase's rate: the student
 # starts as the teacher's own layers), then the TD route's prediction distillation. A student with fewer heads than
 # the teacher has no head-by-head attention loss: it distils predictions only, for all the steps.
-def dense_flags(name: str, steps: int) -> list[str]:
+def dense_flags(name: str, steps: int, layerwise_steps: int = SETTINGS["recover_steps"], tinybert: bool = False
+                ) -> list[str]:
+    """`tinybert`: TinyBERT's budget and rates on the task's train_aug.tsv (`steps`, `layerwise_steps` its own)."""
+    lr, intermediate_lr = ((f"{TINYBERT['prediction_lr']:g}", TINYBERT["intermediate_lr"]) if tinybert
+                           else ("1e-4", "1e-4"))
+    aug = ["--aug_train"] if tinybert else []
     if "--num_attention_heads" in DENSE[name]:
-        return ["--stage", "prediction", "--max_train_examples", str(32 * steps), "--max_steps",
-                str(steps + SETTINGS["recover_steps"]), "--learning_rate", "1e-4"]
-    return ["--stage", "both", "--intermediate_max_steps", str(SETTINGS["recover_steps"]),
-            "--intermediate_learning_rate", "1e-4", "--max_train_examples", str(32 * steps), "--max_steps",
-            str(steps), "--learning_rate", "1e-4"]
+        return ["--stage", "prediction", *aug, "--max_train_examples", str(32 * steps), "--max_steps",
+                str(steps + layerwise_steps), "--learning_rate", lr]
+    return ["--stage", "both", *aug, "--intermediate_max_steps", str(layerwise_steps),
+            "--intermediate_learning_rate", intermediate_lr, "--max_train_examples", str(32 * steps), "--max_steps",
+            str(steps), "--learning_rate", lr]
 
 
 # Families whose transplants of the fine-tuned teacher take the task route (the first --students entry), and the
@@ -234,6 +250,11 @@ def main() -> None:
                     help="with --augmented or --mined_pairs: the phases of that arm that read the new rows (the "
                          "layer-wise phase: a recovery of its own, one pass over as many rows as it has steps of 32, "
                          "TinyBERT's intermediate phase on augmented data)")
+    ap.add_argument("--budget", choices=("cpu", "tinybert"), default="cpu",
+                    help="tinybert: TinyBERT's task-distillation budget for the task route (the only one it runs) "
+                         "and the dense students (10 layer-wise and 3 prediction epochs over data augmented x20-x30, "
+                         "both phases on it; hours of a GPU, where every stage runs when one is visible): use its own "
+                         "--work")
     ap.add_argument("--work", default=str(REPO / "runs/bench-accuracy"))
     ap.add_argument("--prediction_lr", type=float, default=PREDICTION_LR,
                     help="prediction phase of the task and recover routes: its learning rate; another value names "
@@ -248,6 +269,14 @@ def main() -> None:
     args = ap.parse_args()
     if not 0 <= args.hard_label_weight <= 1:
         ap.error(f"--hard_label_weight {args.hard_label_weight:g}: a weight between 0 and 1")
+    budget_set = [f for f, on in (("--recover_steps", args.recover_steps != SETTINGS["recover_steps"]),
+                                  ("--prediction_steps", args.prediction_steps != PREDICTION_STEPS),
+                                  ("--prediction_lr", args.prediction_lr != PREDICTION_LR),
+                                  ("--aug_phases", args.aug_phases != "prediction")) if on]
+    if args.budget == "tinybert" and budget_set:
+        ap.error(f"--budget tinybert: sets {', '.join(budget_set)} itself, per task")
+    if args.budget == "tinybert" and args.families:
+        ap.error("--budget tinybert: the transplants (--families) take the CPU budget; run them in another --work")
     if args.aug_phases != "prediction" and not (args.augmented or args.mined_pairs):
         ap.error(f"--aug_phases {args.aug_phases}: needs --augmented or --mined_pairs, which make the rows it reads")
     if not 0 < args.prediction_lr < 1:
@@ -259,9 +288,11 @@ def main() -> None:
     run, s = Runner(work), SETTINGS
     print(f"work directory {work} (rerun the same command to resume)", flush=True)
     plan = [(task, student, route) for task in args.tasks for student in args.students for route in ROUTES
-            if route == BEST or (route in args.routes and task in args.compare and student == args.students[0])]
+            if route == BEST or (route in args.routes and task in args.compare and student == args.students[0]
+                                 and args.budget == "cpu")]
     needs = {route for _, _, route in plan}
-    augmented = {t for t in args.tasks if args.augmented and not _is_pair_task(t)}
+    tinybert = args.budget == "tinybert"
+    augmented = {t for t in args.tasks if (args.augmented or tinybert) and not _is_pair_task(t)}
     if augmented & {t for t, _, route in plan if route == "general"}:
         raise SystemExit("--augmented: the general route's augmentation writes the same train_aug.tsv; run the general "
                          "route in another --work")
@@ -309,29 +340,44 @@ def main() -> None:
             run(f"{task} augment", glue / task / "train_aug.tsv", "augment", "--pretrained_bert_model", str(mlm),
                 "--glue_dir", str(glue), "--task_name", task, "--max_train_examples", str(s["aug_rows"]),
                 "--N", str(s["aug_n"]), "--overwrite")
-        arm = "augmented" if task in augmented else "mined" if args.mined_pairs and _is_pair_task(task) else ""
+        mined = (args.mined_pairs or tinybert) and _is_pair_task(task)
+        arm = "augmented" if task in augmented else "mined" if mined else ""
         if arm == "augmented":
+            n = TINYBERT["augmented_n"].get(task, 30) if tinybert else s["augmented_n"]
             run(f"{task} augment all", glue / task / "train_aug.tsv", "augment", "--pretrained_bert_model", str(mlm),
-                "--glue_dir", str(glue), "--task_name", task, *subset, "--N", str(s["augmented_n"]), "--overwrite")
+                "--glue_dir", str(glue), "--task_name", task, *subset, "--N", str(n), "--overwrite")
         if arm == "mined":
+            sizes = [] if tinybert else ["--neighbours", str(s["mined_neighbours"]), "--random_partners",
+                                         str(s["mined_random"])]
             run(f"{task} mine-pairs", glue / task / "train_aug.tsv", "mine-pairs", "--teacher_model", str(teacher),
-                "--glue_dir", str(glue), "--task_name", task, "--neighbours", str(s["mined_neighbours"]),
-                "--random_partners", str(s["mined_random"]), "--overwrite")
+                "--glue_dir", str(glue), "--task_name", task, *sizes, "--overwrite")
+        task_prediction, recover_steps, aug_phases = prediction, args.recover_steps, args.aug_phases
+        if tinybert:
+            rows = _rows(glue / task / "train_aug.tsv")
+            recover_steps, aug_phases = -(-TINYBERT["layerwise_epochs"] * rows // 32), "both"
+            task_prediction = replace(prediction, steps=-(-TINYBERT["prediction_epochs"] * rows // 32),
+                                      learning_rate=TINYBERT["prediction_lr"])
         row = results.setdefault(task, {"teacher": _summary(teacher, "finetune")["dev"]["dev"],
                                         "teacher_cpu_minutes": run.cpu(f"{task} teacher"), "students": {}})
+        if tinybert:
+            row["budget"] = {"train_aug_rows": rows, "layerwise_steps": recover_steps,
+                             "prediction_steps": task_prediction.steps, "prediction_lr": task_prediction.learning_rate}
         for t, student, route in plan:
             if t != task:
                 continue
-            row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher,
-                                                                    prediction, shared, on_task,
-                                                                    recover_steps=args.recover_steps)
+            if not tinybert:  # the plain arm is the CPU budget's, in its own --work
+                row["students"].setdefault(student, {})[route] = _route(run, work, task, student, route, teacher,
+                                                                        prediction, shared, on_task,
+                                                                        recover_steps=recover_steps)
             if arm and route == BEST:
-                phases = "" if args.aug_phases == "prediction" else f" ({args.aug_phases})"
-                row["students"][student][f"{route}+{arm}{phases}"] = _route(
-                    run, work, task, student, route, teacher, prediction, shared, on_task, arm=arm,
-                    aug_phases=args.aug_phases, recover_steps=args.recover_steps)
+                phases = "" if aug_phases == "prediction" else f" ({aug_phases})"
+                row["students"].setdefault(student, {})[f"{route}+{arm}{phases}"] = _route(
+                    run, work, task, student, route, teacher, task_prediction, shared, on_task, arm=arm,
+                    aug_phases=aug_phases, recover_steps=recover_steps)
         for name in args.dense:
-            row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, args.prediction_steps,
+            flags = (dense_flags(name, task_prediction.steps, recover_steps, tinybert=True) if tinybert
+                     else dense_flags(name, args.prediction_steps))
+            row["students"].setdefault(f"dense {name}", {})["dense"] = _dense(run, work, task, name, teacher, flags,
                                                                           on_task)
         for family in args.families:
             moved = _transplanted(run, work, task, family, teacher, on_task)
@@ -342,13 +388,14 @@ def main() -> None:
     _report(results, args, prediction, run, work)
 
 
-def _dense(run: Runner, work: Path, task: str, name: str, teacher: Path, steps: int, on_task: list[str]) -> dict:
-    """A dense student of the fine-tuned teacher, distilled; its dev score, CPU minutes, curve and size."""
+def _dense(run: Runner, work: Path, task: str, name: str, teacher: Path, flags: list[str], on_task: list[str]) -> dict:
+    """A dense student of the fine-tuned teacher, distilled with `flags` (dense_flags); its dev score, CPU minutes,
+    curve and size."""
     key = f"{task}-dense-{name}"
     start = run(f"{key} dense-student", work / f"dense-{key}", "dense-student", "--teacher_model", str(teacher),
                 *DENSE[name], *on_task)
     out = run(f"{key} task-distill", work / f"td-{key}", "task-distill", "--teacher_model", str(teacher),
-              "--student_model", str(start), *dense_flags(name, steps), "--eval_step", str(SETTINGS["eval_step"]), *on_task)
+              "--student_model", str(start), *flags, "--eval_step", str(SETTINGS["eval_step"]), *on_task)
     stages = {"dense-student": run.cpu(f"{key} dense-student"), "task-distill": run.cpu(f"{key} task-distill")}
     summary = _summary(out, "task_distill")
     seconds = sum(p["seconds"] for p in summary["phases"])
@@ -401,8 +448,12 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
     if route in ("task", "recover"):
         if recover_steps != s["recover_steps"]:
             name += f"-r{recover_steps}"
-        rows = ["--aug_train", "--calibration_examples", str(32 * recover_steps)] if layerwise_aug else [
-            "--calibration_examples", str(s["recover_examples"])]
+        # 128 rows are held out (recover's default) to measure the functional error; a longer budget reads the rest
+        # more than once.
+        fit = (min(32 * recover_steps, _rows(Path(text) / "train_aug.tsv") - 128) if layerwise_aug
+               else s["recover_examples"])
+        rows = ["--aug_train"] if layerwise_aug else []
+        rows += ["--calibration_examples", str(fit)]
         name += "-aug" if layerwise_aug else ""
         start = run(f"{name} recover", work / f"rec-{name}", "recover", "--teacher_model",
                     str(teacher) if route == "task" else TEACHER, "--student_model", str(start),
@@ -425,6 +476,12 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
               "score": h["score"]} for h in pred["dev_history"]]
     return {"dev": summary["dev"]["dev"], "collapsed": summary.get("collapsed", {}), "cpu_minutes": stages,
             "curve": curve, "output_dir": str(out), "encoder_params": _td_encoder_params(start)}
+
+
+def _rows(path: Path) -> int:
+    """Rows of a GLUE file, its header not counted."""
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for _ in f) - 1
 
 
 def _is_pair_task(name: str) -> bool:
@@ -450,7 +507,7 @@ def _summary(directory: Path, stage: str) -> dict:
 def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path) -> None:
     rows = f"up to {args.teacher_examples:,} rows of the" if args.teacher_examples else "the full"
     print(f"\nGLUE dev (full), teacher {TEACHER} ({TEACHER_ENCODER_PARAMS:,} encoder params) fine-tuned on {rows} "
-          f"training sets; sequence {SEQ}; CPU minutes on this machine")
+          f"training sets; sequence {SEQ}; budget {args.budget}; ran on {_device()}; CPU minutes of its processes")
     print("| task | teacher | student | route | score | % of teacher | encoder params | ms at batch 1 / 32 | "
           "CPU min per stage | total |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -487,6 +544,8 @@ def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path
         name += f"-r{args.recover_steps}"
     if args.aug_phases != "prediction":
         name += f"-aug-{args.aug_phases}"
+    if args.budget != "cpu":
+        name += f"-{args.budget}"
     name += prediction.suffix
     if args.tasks != list(TASKS):  # a run of some tasks or students does not overwrite another's figures
         name += "-" + "-".join(args.tasks)
@@ -497,7 +556,9 @@ def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path
     out.write_text(json.dumps({"settings": {**SETTINGS, "recover_steps": args.recover_steps}, "distill": {r: prediction.flags(r) for r in ROUTES},
                                "prediction_steps": args.prediction_steps, "sequence": SEQ, "best_route": BEST,
                                "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
-                               "dense_distill": {k: dense_flags(k, args.prediction_steps) for k in args.dense},
+                               "dense_distill": {k: dense_flags(k, args.prediction_steps) for k in args.dense}
+                               if args.budget == "cpu" else "per task: the budget of each task's row",
+                               "budget": args.budget, "device": _device(),
                                "results": results, "teacher_encoder_params": TEACHER_ENCODER_PARAMS,
                                "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
     print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")
@@ -506,6 +567,20 @@ def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path
 def _file_name(student: str) -> str:
     """A student's name as its stage directories and results files spell it ("1/7+front" -> "1of7+front")."""
     return student.replace("/", "of")
+
+
+def _device() -> str:
+    """Where the stages ran: they take the GPU when one is visible, as this process does."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} CPU cores ({cpu})"
 
 
 def _threads() -> int:
