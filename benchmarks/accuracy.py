@@ -39,7 +39,8 @@ each row once), and `both` to both phases.
     .venv/bin/python benchmarks/accuracy.py [--tasks SST-2 MRPC STS-B CoLA] [--students 1/7 1/48 1/7+front ...]
         [--routes task recover general] [--compare SST-2 STS-B] [--dense 1-layer 2-layers-ffn192 ...]
         [--families roberta distilbert] [--mined_pairs] [--augmented] [--teacher_examples N] [--prediction_steps 300] [--recover_steps 200]
-        [--aug_phases prediction] [--budget cpu] [--hard_label_weight 0] [--prediction_lr 1e-4] [--pred_loss soft_ce] [--seed 42]
+        [--aug_phases prediction] [--budget cpu] [--hard_label_weight 0] [--prediction_lr 1e-4] [--pred_loss soft_ce]
+        [--seed 42] [--ema_decay 0]
         [--work runs/bench-accuracy]
 
 TinyBERT's own task-distillation budget (--budget tinybert, for a GPU: every stage takes one when it is visible):
@@ -124,22 +125,25 @@ class Prediction:
     learning_rate: float = PREDICTION_LR
     seed: int = TASK_DISTILL_SEED
     pred_loss: str = "soft_ce"
+    ema_decay: float = 0.0
 
     @property
     def suffix(self) -> str:
         return ((f"-hl{self.hard_label_weight:g}" if self.hard_label_weight else "")
                 + (f"-lr{self.learning_rate:g}" if self.learning_rate != PREDICTION_LR else "")
                 + (f"-{self.pred_loss}" if self.pred_loss != "soft_ce" else "")
-                + (f"-s{self.seed}" if self.seed != TASK_DISTILL_SEED else ""))
+                + (f"-s{self.seed}" if self.seed != TASK_DISTILL_SEED else "")
+                + (f"-ema{self.ema_decay:g}" if self.ema_decay else ""))
 
     def flags(self, route: str) -> list[str]:
         seed = ["--seed", str(self.seed)]
         if route == "general":
             return ["--aug_train", "--stage", "both", "--intermediate_max_steps", "100", "--intermediate_learning_rate",
                     "1e-3", "--max_steps", str(self.steps), "--learning_rate", "1e-3", *seed]
-        gold = ["--hard_label_weight", str(self.hard_label_weight)] if self.hard_label_weight else []
+        extra = ["--hard_label_weight", str(self.hard_label_weight)] if self.hard_label_weight else []
+        extra += ["--ema_decay", f"{self.ema_decay:g}"] if self.ema_decay else []
         return ["--stage", "prediction", "--max_train_examples", str(32 * self.steps), "--max_steps", str(self.steps),
-                "--learning_rate", f"{self.learning_rate:g}", "--pred_loss", self.pred_loss, *gold, *seed]
+                "--learning_rate", f"{self.learning_rate:g}", "--pred_loss", self.pred_loss, *extra, *seed]
 
 
 # Dense students by name: their dense-student flags. Sizes (encoder parameters) against TD 1/7's 1.50 M and 1/48's
@@ -266,6 +270,9 @@ def main() -> None:
     ap.add_argument("--pred_loss", choices=("soft_ce", "mse"), default="soft_ce",
                     help="prediction phase of the task and recover routes: the teacher's soft targets by cross-"
                          "entropy, or its logits by mean squared error; mse names its own stages")
+    ap.add_argument("--ema_decay", type=float, default=0.0,
+                    help="prediction phase of the task and recover routes: score and keep the moving average of the "
+                         "weights with this decay (task-distill --ema_decay); another value than 0 names its own stages")
     args = ap.parse_args()
     if not 0 <= args.hard_label_weight <= 1:
         ap.error(f"--hard_label_weight {args.hard_label_weight:g}: a weight between 0 and 1")
@@ -281,8 +288,10 @@ def main() -> None:
         ap.error(f"--aug_phases {args.aug_phases}: needs --augmented or --mined_pairs, which make the rows it reads")
     if not 0 < args.prediction_lr < 1:
         ap.error(f"--prediction_lr {args.prediction_lr:g}: a learning rate between 0 and 1")
+    if not 0 <= args.ema_decay < 1:
+        ap.error(f"--ema_decay {args.ema_decay:g}: a decay in [0, 1)")
     prediction = Prediction(args.prediction_steps, args.hard_label_weight, args.prediction_lr, args.seed,
-                            args.pred_loss)
+                            args.pred_loss, args.ema_decay)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     run, s = Runner(work), SETTINGS

@@ -60,6 +60,9 @@ class TaskTrainingConfig:
                                     check=at_least(0))
     collapse_lr_factor: float = option(0.3, help="what a collapse restart multiplies the learning rate by",
                                        check=between(0, 1))
+    ema_decay: float = option(0.0, help="evaluate and keep an exponential moving average of the weights with this "
+                              "decay (0.99: about the last 100 steps) instead of the weights themselves; 0: off",
+                              check=between(0, 1))
     quiet: bool = option(False)
 
 

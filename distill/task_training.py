@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from corpora.glue import GlueTask
@@ -134,6 +135,7 @@ class LoopSettings:
     quiet: bool
     collapse_restarts: int
     collapse_lr_factor: float
+    ema_decay: float
 
 
 def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTask, s: LoopSettings,
@@ -148,10 +150,16 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
                                                   total, dist, s.gradient_accumulation_steps)
     dist.broadcast_state(objective, optimizer)
     torch.manual_seed(s.seed + dist.rank)
+    # What an evaluated phase scores and keeps: the weights, or their moving average (torch's, updated after every
+    # step; every rank holds the same weights, so the same average). A phase that is not evaluated hands its
+    # weights to the next one as they are.
+    averaged = s.ema_decay and phase.evaluate
+    ema = AveragedModel(phase.model, multi_avg_fn=get_ema_multi_avg_fn(s.ema_decay)) if averaged else None
+    scored = phase.model if ema is None else ema.module
     best = {"score": float("-inf"), "step": None, "metrics": None}
     # Where a collapse restarts from: the best model that had not collapsed, else the model the phase started with
     # (unless that one was found collapsed: then there is nowhere sound to go back to).
-    sound = {"step": 0, "state": _host_copy(phase.model)}
+    sound = {"step": 0, "state": _host_copy(phase.model), "average": _host_copy(scored) if ema else None}
     restarts_left, restarts = s.collapse_restarts, []
     history = []
     bar = tqdm(total=total, desc=phase.name, unit="step", disable=not dist.is_main or s.quiet)
@@ -160,7 +168,7 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
     def evaluate(done: int, record: dict[str, Any]) -> dict[str, Any]:
         """Score on dev, keep the model in best/ when it is the best so far; the log record, with the score."""
         nonlocal best
-        metrics, collapsed, val_loss = dev_evaluation(phase.model, task, dev, s.eval_batch_size, dist)
+        metrics, collapsed, val_loss = dev_evaluation(scored, task, dev, s.eval_batch_size, dist)
         record = record | {"dev": metrics, "val_loss": val_loss}
         history.append({"step": done, **metrics, "train_loss": record.get("loss"), "val_loss": val_loss})
         if collapsed:
@@ -171,13 +179,13 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
                 # The phase starts from a constant predictor (a dense student's head after its layer-wise phase):
                 # restarting there at a lower rate would only hold it there (SST-2's one-layer student stayed at
                 # 0.5092 through two restarts, and reached 0.7752 without them). Until a sound model is seen, go on.
-                sound.update(step=None, state=None)
+                sound.update(step=None, state=None, average=None)
         if best["step"] is None or metrics["score"] > best["score"]:  # a NaN score still leaves a model
             best = {"score": metrics["score"], "step": done, "metrics": metrics}
             if dist.is_main:
-                save_model_dir(phase.model, out / "best", tokenizer_files)
+                save_model_dir(scored, out / "best", tokenizer_files)
             if not collapsed:
-                sound.update(step=done, state=_host_copy(phase.model))
+                sound.update(step=done, state=_host_copy(phase.model), average=_host_copy(scored) if ema else None)
         bar.set_postfix(dev=f"{metrics['score']:.4f}", best=f"{best['score']:.4f}")
         return record
 
@@ -200,6 +208,8 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
 
         losses = accumulate(wrapped, dist, s.gradient_accumulation_steps, micro_batch, phase.teacher)
         optimizer_step(optimizer, scheduler, objective.parameters(), s.max_grad_norm, dist, phase.after_step)
+        if ema is not None:
+            ema.update_parameters(phase.model)
         done = step + 1
         record = None
         if done % s.log_steps == 0 or done == total:
@@ -212,6 +222,8 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
                 # than spend the rest of the budget on a constant predictor. Every rank sees the same score.
                 restarts_left -= 1
                 lr = _restart(phase.model, sound["state"], optimizer, scheduler, s.collapse_lr_factor)
+                if ema is not None:
+                    scored.load_state_dict(sound["average"])
                 restarts.append({"step": done, "from_step": sound["step"], "learning_rate": lr})
                 record["restart"] = restarts[-1]
                 if dist.is_main:

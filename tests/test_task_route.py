@@ -129,3 +129,24 @@ def test_a_phase_that_starts_collapsed_trains_on_instead_of_restarting(sst2_teac
     assert "collapsed" in phase["dev_history"][0] and phase["dev_history"][0]["step"] == 0
     assert phase["restarts"] == [] and "collapsed" not in phase["dev_history"][-1]
     assert phase["best_dev"]["score"] > 0.6, phase["dev_history"]
+
+
+def test_ema_decay_scores_and_keeps_the_moving_average(glue_copy, teacher_dir, tmp_path):
+    """--ema_decay: the same run (same seed, same batches) with the moving average of its weights kept. Training is
+    untouched, so the run without it ends at the weights the average follows; the average lies between the start
+    and those weights, and it is what the output holds and the summary scores."""
+    runs = {}
+    for decay in ("0", "0.9"):
+        out = tmp_path / f"ema-{decay}"
+        assert main(["finetune", "--model", "all-MiniLM-L6-v2", "--task_name", "SST-2", "--data_dir", str(glue_copy),
+                     "--max_train_examples", "640", "--max_steps", "20", "--eval_step", "20", "--learning_rate", "1e-4",
+                     "--ema_decay", decay, "--output_dir", str(out), *FAST]) == 0
+        runs[decay] = out
+    start = load_file(teacher_dir / "model.safetensors")
+    raw, averaged = (load_file(runs[d] / "model.safetensors") for d in ("0", "0.9"))
+    for name in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.5.output.dense.weight"):
+        first, last, mean = start[name], raw[f"bert.{name}"], averaged[f"bert.{name}"]
+        assert 0 < float((mean - first).norm()) < float((last - first).norm()), name
+    assert json.loads((runs["0.9"] / "finetune_config.json").read_text())["ema_decay"] == 0.9
+    summaries = [json.loads((runs[d] / "finetune_summary.json").read_text()) for d in ("0", "0.9")]
+    assert summaries[0]["dev"] != summaries[1]["dev"]  # each scores what it keeps
