@@ -461,12 +461,11 @@ def _route(run: Runner, work: Path, task: str, student: str, route: str, teacher
         # more than once.
         fit = (min(32 * recover_steps, _rows(Path(text) / "train_aug.tsv") - 128) if layerwise_aug
                else s["recover_examples"])
-        rows = ["--aug_train"] if layerwise_aug else []
-        rows += ["--calibration_examples", str(fit)]
         name += "-aug" if layerwise_aug else ""
         start = run(f"{name} recover", work / f"rec-{name}", "recover", "--teacher_model",
                     str(teacher) if route == "task" else TEACHER, "--student_model", str(start),
-                    "--calibration_data", text, *rows, "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
+                    "--calibration_data", text, *(["--aug_train"] if layerwise_aug else []), "--calibration_examples",
+                    str(fit), "--max_seq_length", str(SEQ), "--max_steps", str(recover_steps),
                     "--learning_rate", s["recover_lr"], "--eval_steps", str(recover_steps))
         stages["recover"] = run.cpu(f"{name} recover")
     name += prediction.suffix
@@ -515,8 +514,9 @@ def _summary(directory: Path, stage: str) -> dict:
 
 def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path) -> None:
     rows = f"up to {args.teacher_examples:,} rows of the" if args.teacher_examples else "the full"
+    device = _device()
     print(f"\nGLUE dev (full), teacher {TEACHER} ({TEACHER_ENCODER_PARAMS:,} encoder params) fine-tuned on {rows} "
-          f"training sets; sequence {SEQ}; budget {args.budget}; ran on {_device()}; CPU minutes of its processes")
+          f"training sets; sequence {SEQ}; budget {args.budget}; ran on {device}; CPU minutes of its processes")
     print("| task | teacher | student | route | score | % of teacher | encoder params | ms at batch 1 / 32 | "
           "CPU min per stage | total |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -567,7 +567,7 @@ def _report(results: dict, args, prediction: Prediction, run: Runner, work: Path
                                "teacher_examples": args.teacher_examples, "dense": {k: DENSE[k] for k in args.dense},
                                "dense_distill": {k: dense_flags(k, args.prediction_steps) for k in args.dense}
                                if args.budget == "cpu" else "per task: the budget of each task's row",
-                               "budget": args.budget, "device": _device(),
+                               "budget": args.budget, "device": device,
                                "results": results, "teacher_encoder_params": TEACHER_ENCODER_PARAMS,
                                "timings": run.timings, "wall_minutes": total}, indent=2) + "\n")
     print(f"-> {out}, {_plot(results, out.with_suffix('.png'))}")

@@ -25,8 +25,8 @@ from decompose.calibration import batches, hidden_state_errors, hold_out, read_s
 from modeling.formats import CLASSIFIER, DENSE, ENCODER, TUCKER, encoder_of, is_task_model
 from modeling.loading import inspect_model, load_model, load_tokenizer
 from modeling.modeling_tucker_bert import additive_attention_mask
-from stagekit.errors import InputError
 from stagekit.atomic import atomic_output_dir, check_output_dir
+from stagekit.errors import InputError
 from stagekit.model_paths import shared_vocab
 from stagekit.options import above, at_least, between, check_values, option
 from stagekit.outputs import finish_stage

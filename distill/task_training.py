@@ -153,8 +153,8 @@ def run_phase(phase: Phase, train: TaskFeatures, dev: TaskFeatures, task: GlueTa
     # What an evaluated phase scores and keeps: the weights, or their moving average (torch's, updated after every
     # step; every rank holds the same weights, so the same average). A phase that is not evaluated hands its
     # weights to the next one as they are.
-    averaged = s.ema_decay and phase.evaluate
-    ema = AveragedModel(phase.model, multi_avg_fn=get_ema_multi_avg_fn(s.ema_decay)) if averaged else None
+    ema = (AveragedModel(phase.model, multi_avg_fn=get_ema_multi_avg_fn(s.ema_decay))
+           if s.ema_decay and phase.evaluate else None)
     scored = phase.model if ema is None else ema.module
     best = {"score": float("-inf"), "step": None, "metrics": None}
     # Where a collapse restarts from: the best model that had not collapsed, else the model the phase started with
